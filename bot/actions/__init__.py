@@ -1,0 +1,21 @@
+"""Custom actions served by the Rasa action server (`rasa run actions --actions bot.actions`)."""
+
+from bot.actions.intake import (
+    ActionAskConfirmation,
+    ActionCancelIntake,
+    ActionFinishConfirmation,
+    ActionRequestHuman,
+    ActionStartIntake,
+    ValidateConfirmForm,
+    ValidateIntakeForm,
+)
+
+__all__ = [
+    "ActionAskConfirmation",
+    "ActionCancelIntake",
+    "ActionFinishConfirmation",
+    "ActionRequestHuman",
+    "ActionStartIntake",
+    "ValidateConfirmForm",
+    "ValidateIntakeForm",
+]

@@ -1,0 +1,339 @@
+"""The intake dialogue: screen the first message, collect the missing facts, confirm, hand off.
+
+The bot never writes to the gateway's database. It ends an intake by sending a custom payload
+(`{"intake": {...}}`, `{"screened": {...}}`, `{"handoff": "agent"}`) that the gateway acts on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from bot import facts, knowledge
+from bot.screening import Verdict, emergency_message, emergency_service, screen
+from profiles import Profile, load
+
+log = logging.getLogger(__name__)
+
+FACT_SLOTS = ("content", "event_time", "place", "phone", "name")
+INTAKE_SLOTS = (*FACT_SLOTS, "category", "urgent", "intake_id", "anonymous", "confirmation", "correct_field")
+FIELD_LABELS = {"content": "诉求内容", "event_time": "发生时间", "place": "地点", "phone": "联系电话", "name": "称呼"}
+# Words a citizen uses for each fact when asking to change it.
+FIELD_WORDS = {
+    "place": ("地址", "地点", "位置", "地方", "路口", "小区"),
+    "event_time": ("时间", "日期", "几点", "哪天"),
+    "phone": ("电话", "手机", "号码", "联系方式"),
+    "name": ("名字", "姓名", "称呼", "匿名"),
+    "content": ("内容", "情况", "描述", "问题", "事情"),
+}
+MIN_CONTENT_CHARS = 8
+YES_WORDS = ("确认", "提交", "没问题", "对的", "正确", "是的", "可以", "好的", "没错", "嗯")
+
+
+def profile_for(tracker: Tracker) -> Profile:
+    """The gateway names the jurisdiction in each message's metadata; the environment is the fallback."""
+    metadata = tracker.latest_message.get("metadata") or {}
+    return load(metadata.get("profile") if isinstance(metadata, dict) else None)
+
+
+def reset_intake() -> list[EventType]:
+    return [SlotSet(slot, None) for slot in INTAKE_SLOTS]
+
+
+def screened_payload(verdict: Verdict) -> dict[str, Any]:
+    return {"screened": {"reason": verdict.reason, "article": verdict.article, "confidence": verdict.confidence}}
+
+
+class ActionStartIntake(Action):
+    """First message of a request: screen it, answer from the knowledge base, or start the form."""
+
+    def name(self) -> str:
+        return "action_start_intake"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        profile = profile_for(tracker)
+        text = tracker.latest_message.get("text") or ""
+        verdict = screen(text, tracker.latest_message, profile)
+
+        if verdict.reason is not None:
+            message = verdict.message or "抱歉，该事项不属于12345热线受理范围。"
+            dispatcher.utter_message(text=message, json_message=screened_payload(verdict))
+            return reset_intake()
+        if verdict.category is None:
+            dispatcher.utter_message(response="utter_prompt_request")
+            return []
+        if not verdict.accepted:  # e.g. praise where the regulation does not list it
+            dispatcher.utter_message(
+                text="感谢您对我们工作的肯定与支持！您的心意我们会转达给相关单位和工作人员。",
+                json_message={"noted": {"category": verdict.category}},
+            )
+            return reset_intake()
+
+        if verdict.category == "consult":
+            hit = knowledge.best_answer(text, profile.knowledge_base)
+            if hit is not None:
+                entry, score = hit
+                dispatcher.utter_message(
+                    text=f"{entry.answer}\n\n如果这没有解决您的问题，请继续描述具体情况，我们会为您登记转办。",
+                    json_message={"answered": {"kb": entry.id, "score": round(score, 3)}},
+                )
+                return reset_intake()
+
+        events: list[EventType] = [
+            *reset_intake(),
+            SlotSet("category", verdict.category),
+            SlotSet("urgent", verdict.urgent),
+            SlotSet("intake_id", uuid.uuid4().hex),
+            SlotSet("anonymous", False),
+        ]
+        if len(facts.normalize(text)) >= MIN_CONTENT_CHARS:
+            events.append(SlotSet("content", facts.normalize(text)[:2000]))
+        when = facts.extract_time(text)
+        if when is not None:
+            events.append(SlotSet("event_time", when.display()))
+        place = facts.extract_place(text, profile)
+        if place is not None:
+            events.append(SlotSet("place", place))
+        phone = facts.extract_phone(text)
+        if phone is not None:
+            events.append(SlotSet("phone", phone))
+        label = profile.categories[verdict.category].label
+        note = "（已标记为紧急诉求，将优先派发）" if verdict.urgent else ""
+        dispatcher.utter_message(text=f"好的，您的诉求属于“{label}”类{note}。为了尽快为您办理，还需要确认几项信息。")
+        return [*events, FollowupAction("intake_form")]
+
+
+def _emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
+    """An emergency typed in the middle of a form ends the form at once: it never enters a work order."""
+    text = tracker.latest_message.get("text") or ""
+    intent = (tracker.latest_message.get("intent") or {}).get("name")
+    service = emergency_service(text, profile)
+    if service is None and intent != "emergency":
+        return None
+    dispatcher.utter_message(
+        text=emergency_message(profile, service),
+        json_message={"screened": {"reason": "emergency", "article": profile.emergency_article, "confidence": 1.0}},
+    )
+    return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
+
+
+class ValidateIntakeForm(FormValidationAction):
+    """Asks only for what the profile requires for this kind of request and is still missing."""
+
+    def name(self) -> str:
+        return "validate_intake_form"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        stop = _emergency_stop(dispatcher, tracker, profile_for(tracker))
+        if stop is not None:
+            return stop
+        return await super().run(dispatcher, tracker, domain)
+
+    async def required_slots(
+        self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[str]:
+        profile = profile_for(tracker)
+        needed = list(profile.facts_for(tracker.get_slot("category")))
+        return [*needed, "name"]
+
+    def validate_content(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        text = facts.normalize(str(value or ""))
+        if not facts.has_content(text) or len(text) < 4:
+            dispatcher.utter_message(text="内容太简单了，请说明具体发生了什么事、您希望怎样解决。")
+            return {"content": None}
+        previous = tracker.get_slot("content")
+        if previous and previous != text and not text.startswith(previous):
+            text = f"{previous}；{text}"  # a citizen adding detail keeps what they said first
+        return {"content": text[:2000]}
+
+    def validate_event_time(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        fact = facts.time_answer(str(value or ""))
+        if fact is None:
+            dispatcher.utter_message(text="没能识别出时间，请换个说法，例如：今天上午、11月20日晚上8点、最近一周一直这样。")
+            return {"event_time": None}
+        return {"event_time": fact.display()}
+
+    def validate_place(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        profile = profile_for(tracker)
+        place = facts.place_answer(str(value or ""), profile)
+        if place is None:
+            dispatcher.utter_message(text="请告诉我具体地点，例如：某某街道某某小区3号楼、某某路与某某路交叉口。")
+            return {"place": None}
+        from bot.screening import outside_place
+
+        outside = outside_place(place, profile)
+        if outside is not None:
+            rule = profile.screen_rule("out_of_jurisdiction")
+            dispatcher.utter_message(
+                text=rule.message if rule else "该地点不在本热线受理范围内。",
+                json_message={"screened": {"reason": "out_of_jurisdiction", "article": rule.article if rule else None}},
+            )
+            return {"place": None, "requested_slot": None, **{s: None for s in INTAKE_SLOTS}}
+        return {"place": place}
+
+    def validate_phone(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        phone = facts.extract_phone(str(value or ""))
+        if phone is None:
+            dispatcher.utter_message(text="这个号码好像不正确，请输入11位手机号，或带区号的固定电话（如0391-6633123）。")
+            return {"phone": None}
+        return {"phone": phone}
+
+    def validate_name(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        text = str(value or "")
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        if intent in ("anonymous", "deny") or facts.wants_anonymity(text):
+            return {"name": "匿名", "anonymous": True}
+        name = facts.name_answer(text)
+        if name is None:
+            dispatcher.utter_message(text="请告诉我怎么称呼您（如：王先生、李女士），或回复“匿名”。")
+            return {"name": None}
+        return {"name": name, "anonymous": False}
+
+
+def summary(tracker: Tracker, profile: Profile) -> str:
+    category = tracker.get_slot("category")
+    label = profile.categories[category].label if category in profile.categories else "诉求"
+    lines = [f"请核对您的{label}信息："]
+    for slot in profile.facts_for(category):
+        value = tracker.get_slot(slot)
+        if slot == "phone":
+            value = facts.mask_phone(value)
+        lines.append(f"· {FIELD_LABELS[slot]}：{value}")
+    lines.append(f"· {FIELD_LABELS['name']}：{tracker.get_slot('name') or '匿名'}")
+    lines.append("信息无误请点“确认提交”；需要修改请点“修改”或直接告诉我要改的内容。")
+    return "\n".join(lines)
+
+
+def field_buttons(profile: Profile, category: str | None) -> list[dict[str, str]]:
+    fields = [*profile.facts_for(category), "name"]
+    return [{"title": f"改{FIELD_LABELS[f]}", "payload": f'/correct{{"field":"{f}"}}'} for f in fields]
+
+
+class ActionAskConfirmation(Action):
+    """Shows the summary; after a bare '修改' it asks which fact to change instead."""
+
+    def name(self) -> str:
+        return "action_ask_confirmation"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        profile = profile_for(tracker)
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        if intent in ("correct", "deny") and tracker.active_loop_name == "confirm_form":
+            dispatcher.utter_message(
+                text="请问要修改哪一项？", buttons=field_buttons(profile, tracker.get_slot("category"))
+            )
+            return []
+        dispatcher.utter_message(
+            text=summary(tracker, profile),
+            buttons=[
+                {"title": "确认提交", "payload": "/affirm"},
+                {"title": "修改", "payload": "/correct"},
+                {"title": "取消", "payload": "/cancel"},
+            ],
+        )
+        return []
+
+
+def field_in(text: str) -> str | None:
+    for field, words in FIELD_WORDS.items():
+        if any(w in text for w in words):
+            return field
+    return None
+
+
+class ValidateConfirmForm(FormValidationAction):
+    """Turns the citizen's answer to the summary into yes / correct <field>, or asks again."""
+
+    def name(self) -> str:
+        return "validate_confirm_form"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        stop = _emergency_stop(dispatcher, tracker, profile_for(tracker))
+        if stop is not None:
+            return stop
+        return await super().run(dispatcher, tracker, domain)
+
+    def validate_confirmation(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        text = facts.normalize(str(value or ""))
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        field = tracker.get_slot("correct_field") or field_in(text)
+        if intent == "affirm" or (intent not in ("deny", "correct") and field is None and any(w in text for w in YES_WORDS)):
+            return {"confirmation": "yes"}
+        if field is not None and field in FIELD_LABELS:
+            return {"confirmation": "correct", "correct_field": field}
+        return {"confirmation": None}
+
+
+class ActionFinishConfirmation(Action):
+    """Submits the intake to the gateway, or reopens the form for the fact being corrected."""
+
+    def name(self) -> str:
+        return "action_finish_confirmation"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        profile = profile_for(tracker)
+        if tracker.get_slot("confirmation") == "correct":
+            field = tracker.get_slot("correct_field")
+            text = tracker.latest_message.get("text") or ""
+            new_value = _value_in_correction(field, text, profile)
+            events: list[EventType] = [SlotSet("confirmation", None), SlotSet("correct_field", None)]
+            if new_value is not None:
+                dispatcher.utter_message(text=f"已将{FIELD_LABELS[field]}改为：{new_value}")
+                return [*events, SlotSet(field, new_value), FollowupAction("confirm_form")]
+            return [*events, SlotSet(field, None), FollowupAction("intake_form")]
+
+        intake = {
+            "intake_id": tracker.get_slot("intake_id"),
+            "profile": profile.id,
+            "category": tracker.get_slot("category"),
+            "urgent": bool(tracker.get_slot("urgent")),
+            "content": tracker.get_slot("content"),
+            "event_time": tracker.get_slot("event_time"),
+            "place": tracker.get_slot("place"),
+            "phone": tracker.get_slot("phone"),
+            "name": None if tracker.get_slot("anonymous") else tracker.get_slot("name"),
+            "anonymous": bool(tracker.get_slot("anonymous")),
+        }
+        dispatcher.utter_message(json_message={"intake": intake})
+        return reset_intake()
+
+
+def _value_in_correction(field: str | None, text: str, profile: Profile) -> str | None:
+    """The new value when the correction carries it (电话改成13800001234), else None."""
+    if field == "phone":
+        return facts.extract_phone(text)
+    if field == "event_time":
+        fact = facts.extract_time(text)
+        return fact.display() if fact else None
+    if field == "place":
+        return facts.extract_place(text, profile)
+    return None
+
+
+class ActionCancelIntake(Action):
+    def name(self) -> str:
+        return "action_cancel_intake"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        if tracker.active_loop_name or tracker.get_slot("intake_id"):
+            dispatcher.utter_message(response="utter_cancelled", json_message={"cancelled": True})
+            return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None)]
+        dispatcher.utter_message(response="utter_nothing_to_cancel")
+        return []
+
+
+class ActionRequestHuman(Action):
+    """Hands the live chat to a human agent; the gateway stops routing to the bot until released."""
+
+    def name(self) -> str:
+        return "action_request_human"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        dispatcher.utter_message(response="utter_handoff", json_message={"handoff": "agent"})
+        return [SlotSet("requested_slot", None), ActiveLoop(None)]

@@ -1,0 +1,1 @@
+"""Channel adapters: each turns one provider's traffic into InboundMessage and delivers Replies."""

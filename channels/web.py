@@ -1,0 +1,164 @@
+"""The web chat channel: Rasa's REST webhook shape, a WebSocket for the page, and the page itself.
+
+POST /webhooks/rest/webhook  {"sender","message","metadata"?,"message_id"?} → [{"recipient_id","text","buttons"?}]
+GET  /ws?sender=…            JSON frames {"text","message_id"?} in, {"type":"reply","text","buttons"} out
+GET  /                       the chat page
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import weakref
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from channels.base import InboundMessage, Reply
+from gateway.router import Router
+
+log = logging.getLogger(__name__)
+
+NAME = "web"
+STATIC = Path(__file__).resolve().parent / "web_static"
+ALLOWED_FIELDS = {"sender", "message", "metadata", "message_id", "input_channel"}
+SENDER_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+EMPTY_TEXT = "请输入您要反映的内容，例如发生了什么事、在什么地方。"
+ROUTER = web.AppKey("web_router", Router)
+SOCKETS = web.AppKey("web_sockets", dict)
+
+
+class BadRequest(ValueError):
+    """Client error with a message a developer can act on."""
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def parse_rest_body(raw: bytes) -> InboundMessage:
+    """Validate the REST body strictly: a typo in a field name should fail loudly, not vanish."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = sorted(set(data) - ALLOWED_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown fields: {', '.join(unknown)}; allowed: {', '.join(sorted(ALLOWED_FIELDS))}")
+    sender, message = data.get("sender"), data.get("message", "")
+    if not isinstance(sender, str) or not SENDER_RE.match(sender):
+        raise BadRequest("sender must be 1-128 characters of letters, digits or _.:@-")
+    if not isinstance(message, str):
+        raise BadRequest("message must be a string")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise BadRequest("metadata must be an object")
+    message_id = data.get("message_id") or metadata.get("message_id")
+    if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 128):
+        raise BadRequest("message_id must be a string of 1-128 characters")
+    return InboundMessage(channel=NAME, sender_id=sender, text=message.strip(), message_id=message_id)
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    limit = request.app["max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return body
+
+
+async def handle_message(router: Router, msg: InboundMessage) -> list[Reply]:
+    if not msg.text:
+        return [Reply(EMPTY_TEXT)]
+    return await router.handle(msg)
+
+
+async def rest_webhook(request: web.Request) -> web.Response:
+    try:
+        msg = parse_rest_body(await _read_limited(request))
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body larger than {request.app['max_body_bytes']} bytes")
+    replies = await handle_message(request.app[ROUTER], msg)
+    return web.json_response([r.as_rest(msg.sender_id) for r in replies])
+
+
+async def rest_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _frame(reply: Reply) -> dict[str, Any]:
+    return {"type": "reply", "text": reply.text, "buttons": [dict(b) for b in reply.buttons]}
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    sender = request.query.get("sender", "")
+    if not SENDER_RE.match(sender):
+        raise web.HTTPBadRequest(text="sender query parameter required (1-128 letters, digits or _.:@-)")
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=request.app["max_body_bytes"])
+    await ws.prepare(request)
+    sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = request.app[SOCKETS]
+    sockets.setdefault(sender, weakref.WeakSet()).add(ws)
+    try:
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                continue
+            try:
+                data = json.loads(frame.data)
+                if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
+                    raise BadRequest("frame must be an object with a string 'text'")
+                message_id = data.get("message_id")
+                if message_id is not None and not isinstance(message_id, str):
+                    raise BadRequest("message_id must be a string")
+            except (json.JSONDecodeError, BadRequest) as exc:
+                await ws.send_json({"type": "error", "error": str(exc)})
+                continue
+            msg = InboundMessage(NAME, sender, data.get("text", "").strip(), message_id=message_id)
+            for reply in await handle_message(request.app[ROUTER], msg):
+                await ws.send_json(_frame(reply))
+            await ws.send_json({"type": "done", "message_id": message_id})
+    finally:
+        sockets.get(sender, weakref.WeakSet()).discard(ws)
+    return ws
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def make_notifier(app: web.Application):  # noqa: ANN201 - returns Router.notify's callable type
+    """Push replies produced later (the bot came back) to the citizen's open page, if any."""
+
+    async def notify(channel: str, sender: str, replies: list[Reply]) -> bool:
+        if channel != NAME:
+            return False
+        sent = False
+        for ws in list(app[SOCKETS].get(sender, ())):
+            if not ws.closed:
+                for reply in replies:
+                    await ws.send_json(_frame(reply))
+                sent = True
+        return sent
+
+    return notify
+
+
+def setup_runtime(app: web.Application, router: Router) -> None:
+    app[ROUTER] = router
+    app[SOCKETS] = {}
+    router.notify = make_notifier(app)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/webhooks/rest/", rest_health)
+    app.router.add_post("/webhooks/rest/webhook", rest_webhook)
+    app.router.add_get("/ws", websocket)

@@ -1,0 +1,61 @@
+"""The handling units' API: read a work order by number, behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.models import WorkOrder
+from handoff.workorders import get_by_number
+
+SESSIONS = web.AppKey("api_sessions", async_sessionmaker[AsyncSession])
+TOKEN = web.AppKey("api_token", str)
+
+
+def _authorised(request: web.Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), request.app[TOKEN].encode())
+
+
+def work_order_json(order: WorkOrder) -> dict[str, Any]:
+    """What a handling unit needs: the facts and a way to call back (unless the citizen is anonymous)."""
+    return {
+        "number": order.number,
+        "profile": order.profile,
+        "channel": order.channel,
+        "category": order.category,
+        "urgent": order.urgent,
+        "status": order.status,
+        "facts": order.facts,
+        "contact": {"phone": order.contact_phone, "name": None if order.anonymous else order.contact_name},
+        "anonymous": order.anonymous,
+        "created_at": order.created_at.isoformat(),
+        "dispatch_due_at": order.dispatch_due_at.isoformat(),
+        "due_at": order.due_at.isoformat(),
+        "limit_working_days": order.limit_working_days,
+        "transcript": order.transcript,
+        "history": [{"status": e.status, "note": e.note, "at": e.at.isoformat()} for e in order.events],
+    }
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    if not _authorised(request):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    order = await get_by_number(request.app[SESSIONS], request.match_info["number"])
+    if order is None:
+        return web.json_response({"error": "no such work order"}, status=404)
+    return web.json_response(work_order_json(order))
+
+
+def setup_runtime(app: web.Application, sessions: async_sessionmaker[AsyncSession], token: str) -> None:
+    app[SESSIONS] = sessions
+    app[TOKEN] = token
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/tickets/{number}", get_ticket)

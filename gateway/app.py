@@ -1,0 +1,92 @@
+"""The aiohttp application factory; resources live in cleanup contexts so start and stop mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from channels import web as web_channel
+from gateway import api
+from gateway.bot_client import RasaClient
+from gateway.config import Settings
+from gateway.coordination import make_coordinator
+from gateway.db import make_engine, make_sessions, migrate
+from gateway.router import Router
+from profiles import load as load_profile
+
+log = logging.getLogger(__name__)
+SETTINGS = web.AppKey("settings", Settings)
+ROUTER = web.AppKey("router", Router)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):  # noqa: ANN001, ANN201 - aiohttp's signature
+    """No citizen or provider ever sees a stack trace; every failure is logged with the path."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error; the message was kept and will be retried"}, status=503)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    bot_ok = await request.app[ROUTER].bot.healthy()
+    return web.json_response({"status": "ok", "bot": "up" if bot_ok else "down"})
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings.from_env()
+    profile = load_profile(settings.profile)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
+    app[SETTINGS] = settings
+    app["max_body_bytes"] = settings.max_body_bytes
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await migrate(settings.database_url)
+        engine = make_engine(settings.database_url)
+        sessions = make_sessions(engine)
+        http = aiohttp.ClientSession()
+        coordinator = make_coordinator(settings.redis_url)
+        router = Router(
+            sessions,
+            RasaClient(settings.rasa_url, http, settings.bot_timeout_s),
+            coordinator,
+            profile,
+            max_text_chars=settings.max_text_chars,
+        )
+        app[ROUTER] = router
+        web_channel.setup_runtime(app, router)
+        api.setup_runtime(app, sessions, settings.api_token)
+        retry = asyncio.create_task(_retry_loop(router, settings.retry_interval_s))
+        yield
+        retry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retry
+        await http.close()
+        await coordinator.close()
+        await engine.dispose()
+
+    app.cleanup_ctx.append(resources)
+    web_channel.add_routes(app)
+    api.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def _retry_loop(router: Router, interval_s: float) -> None:
+    """Messages kept while the bot was down are sent as soon as it answers again."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            sent = await router.retry_pending()
+            if sent:
+                log.info("delivered %d messages kept while the bot was down", sent)
+        except Exception:
+            log.exception("retrying pending messages failed; will try again")

@@ -1,0 +1,152 @@
+"""Train, cache and start the bot's processes (Rasa server, action server) from the bot's own venv.
+
+The model is named by a hash of everything that shapes it, so `make run` and the test suite
+train only when the training data or the bot's configuration changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gateway.config import ROOT
+
+BOT_VENV = Path(os.environ.get("HOTLINE_BOT_VENV", ROOT / ".venv-bot"))
+MODELS = ROOT / "models"
+CACHE = Path(os.environ.get("HOTLINE_MODEL_CACHE", Path.home() / ".cache" / "hotline12345" / "models"))
+TRAINING_INPUTS = ("bot/config.yml", "bot/domain.yml", "bot/data", "bot/dict", "nlu_data/train", "bot/requirements.txt")
+
+
+class BotSetupError(RuntimeError):
+    """The bot environment is missing or a bot process failed to start."""
+
+
+def bot_bin(name: str) -> Path:
+    path = BOT_VENV / "bin" / name
+    if not path.exists():
+        raise BotSetupError(f"{path} not found: run `make bootstrap` (creates the Python 3.10 bot venv)")
+    return path
+
+
+def training_hash() -> str:
+    digest = hashlib.sha256()
+    for item in TRAINING_INPUTS:
+        base = ROOT / item
+        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else [base]
+        for path in files:
+            digest.update(str(path.relative_to(ROOT)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_model(force: bool = False) -> Path:
+    """The trained model for the current inputs: from models/, else the user cache, else trained now."""
+    name = f"hotline-{training_hash()}"
+    target = MODELS / f"{name}.tar.gz"
+    cached = CACHE / target.name
+    if target.exists() and not force:
+        return target
+    MODELS.mkdir(parents=True, exist_ok=True)
+    if cached.exists() and not force:
+        shutil.copy2(cached, target)
+        print(f"model {target.name}: reused from {CACHE}", flush=True)
+        return target
+    print(f"model {target.name}: training (training data or bot config changed; a few minutes on 2 cores)", flush=True)
+    started = time.monotonic()
+    cmd = [
+        str(bot_bin("rasa")), "train",
+        "--config", "bot/config.yml", "--domain", "bot/domain.yml",
+        "--data", "nlu_data/train", "bot/data",
+        "--out", str(MODELS), "--fixed-model-name", name,
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, env=bot_env())
+    if result.returncode != 0 or not target.exists():
+        raise BotSetupError(f"rasa train failed with exit code {result.returncode}")
+    print(f"model {target.name}: trained in {time.monotonic() - started:.0f}s", flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(target, cached)
+    return target
+
+
+def bot_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONHOME"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        PATH=f"{BOT_VENV / 'bin'}:{env.get('PATH', '')}",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        SQLALCHEMY_SILENCE_UBER_WARNING="1",
+        RASA_TELEMETRY_ENABLED="false",
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
+def write_endpoints(path: Path, action_port: int, tracker_db: Path | None) -> Path:
+    lines = ["action_endpoint:", f'  url: "http://127.0.0.1:{action_port}/webhook"']
+    if tracker_db is not None:
+        lines += ["tracker_store:", "  type: SQL", "  dialect: sqlite", f'  db: "{tracker_db}"']
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def start_action_server(port: int, log_file: Path | None = None) -> subprocess.Popen[bytes]:
+    """rasa_sdk's server, bound to loopback only (its default would be 0.0.0.0)."""
+    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [str(bot_bin("python")), "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(port)],
+        cwd=ROOT, env=bot_env(SANIC_HOST="127.0.0.1"), stdout=out, stderr=subprocess.STDOUT if out else None,
+    )
+
+
+def start_rasa_server(
+    model: Path, port: int, endpoints: Path, log_file: Path | None = None
+) -> subprocess.Popen[bytes]:
+    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [
+            str(bot_bin("rasa")), "run", "--enable-api", "-m", str(model),
+            "-i", "127.0.0.1", "-p", str(port),
+            "--endpoints", str(endpoints), "--credentials", "bot/credentials.yml",
+        ],
+        cwd=ROOT, env=bot_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
+    )
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until `url` answers 200 (Rasa needs ~1 minute to load TensorFlow and the model)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BotSetupError(f"{url}: process exited with code {proc.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(1)
+    raise BotSetupError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+if __name__ == "__main__":  # `python -m gateway.botproc` trains the model if needed
+    print(ensure_model(force="--force" in sys.argv))

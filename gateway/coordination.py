@@ -1,0 +1,79 @@
+"""What several gateway replicas must agree on: one per-conversation turn at a time, one claim per key.
+
+In-process by default (one gateway); Redis when HOTLINE_REDIS_URL is set (several replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+
+class Coordinator(Protocol):
+    async def claim(self, key: str, ttl_s: int) -> bool:
+        """True for the first caller with this key within ttl_s; duplicates get False."""
+
+    def lock(self, key: str, timeout_s: float = 60.0) -> contextlib.AbstractAsyncContextManager[None]:
+        """Serialises work on one conversation across tasks (and replicas, with Redis)."""
+
+    async def close(self) -> None: ...
+
+
+class LocalCoordinator:
+    def __init__(self) -> None:
+        self._claims: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def claim(self, key: str, ttl_s: int) -> bool:
+        now = time.monotonic()
+        if len(self._claims) > 100_000:
+            self._claims = {k: v for k, v in self._claims.items() if v > now}
+        if self._claims.get(key, 0) > now:
+            return False
+        self._claims[key] = now + ttl_s
+        return True
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, timeout_s: float = 60.0) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            yield
+        if not lock.locked() and not getattr(lock, "_waiters", None):
+            self._locks.pop(key, None)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisCoordinator:
+    def __init__(self, url: str, prefix: str = "hotline:") -> None:
+        self._redis = aioredis.from_url(url)
+        self._prefix = prefix
+
+    async def claim(self, key: str, ttl_s: int) -> bool:
+        return bool(await self._redis.set(f"{self._prefix}claim:{key}", "1", nx=True, ex=ttl_s))
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str, timeout_s: float = 60.0) -> AsyncIterator[None]:
+        lock = self._redis.lock(f"{self._prefix}lock:{key}", timeout=timeout_s, blocking_timeout=timeout_s)
+        token = uuid.uuid4().hex.encode()
+        if not await lock.acquire(token=token):
+            raise TimeoutError(f"lock {key} not acquired in {timeout_s}s")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await lock.release()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_coordinator(redis_url: str | None) -> Coordinator:
+    return RedisCoordinator(redis_url) if redis_url else LocalCoordinator()

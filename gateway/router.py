@@ -1,0 +1,276 @@
+"""The gateway's one job: take a normalised message, keep it, route it, act on what comes back.
+
+channel → Router.handle → (bot | waiting for an agent) → payload actions (work orders) → replies.
+Every inbound message is committed before anything else runs, so a crash or a bot outage can
+delay an answer but never lose what the citizen wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels.base import InboundMessage, Reply
+from gateway.bot_client import BotUnavailable, RasaClient
+from gateway.coordination import Coordinator
+from gateway.models import Conversation, Message
+from handoff.workorders import IntakeError, create_from_intake
+from profiles import Profile
+
+log = logging.getLogger(__name__)
+
+BOT_DOWN_TEXT = "抱歉，智能客服暂时繁忙，您的留言已保存，恢复后会第一时间回复您。紧急情况请直接拨打110、119、120或122。"
+WAITING_TEXT = "您的留言已收到，人工客服接入后会看到完整记录，请稍候。"
+TOO_LONG_TEXT = "您的留言较长，已完整保存。我们先根据前{limit}字为您处理，承办单位可以看到全文。"
+DUPLICATE_TTL_S = 24 * 3600
+
+Notify = Callable[[str, str, list[Reply]], Awaitable[bool]]
+
+
+def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[dict[str, Any]]]:
+    """Split Rasa's REST output into what the citizen sees and the custom payloads we act on."""
+    replies, payloads = [], []
+    for m in messages:
+        if isinstance(m.get("custom"), dict):
+            payloads.append(m["custom"])
+        if m.get("text"):
+            buttons = tuple(
+                {"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
+                for b in m.get("buttons") or []
+                if isinstance(b, dict)
+            )
+            replies.append(Reply(str(m["text"]), buttons))
+    return replies, payloads
+
+
+class Router:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bot: RasaClient,
+        coordinator: Coordinator,
+        profile: Profile,
+        *,
+        max_text_chars: int = 2000,
+    ) -> None:
+        self.sessions = sessions
+        self.bot = bot
+        self.coordinator = coordinator
+        self.profile = profile
+        self.max_text_chars = max_text_chars
+        self.notify: Notify | None = None  # set by channels that can push (WebSocket)
+
+    async def handle(self, msg: InboundMessage) -> list[Reply]:
+        """Process one inbound message and return the replies for it (plus any queued earlier)."""
+        dedupe_key = f"{msg.channel}:{msg.sender_id}:{msg.message_id}" if msg.message_id else None
+        if dedupe_key and not await self.coordinator.claim(dedupe_key, DUPLICATE_TTL_S):
+            return await self._replies_for_duplicate(msg)
+        async with self.coordinator.lock(f"conv:{msg.channel}:{msg.sender_id}"):
+            conv = await self._conversation(msg)
+            stored = await self._store_inbound(conv, msg)
+            if stored is None:  # same message id already stored (another replica, or a restart)
+                return await self._replies_for_duplicate(msg)
+            replies = await self._queued_replies(conv.id)
+            replies += await self._route(conv, stored, msg.text)
+            return replies
+
+    async def _conversation(self, msg: InboundMessage) -> Conversation:
+        async with self.sessions() as session:
+            conv = await session.scalar(
+                select(Conversation).where(Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id)
+            )
+            if conv is None:
+                conv = Conversation(channel=msg.channel, sender_id=msg.sender_id, profile=self.profile.id, state="bot")
+                session.add(conv)
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+                    conv = await session.scalar(
+                        select(Conversation).where(
+                            Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id
+                        )
+                    )
+            assert conv is not None
+            return conv
+
+    async def _store_inbound(self, conv: Conversation, msg: InboundMessage) -> Message | None:
+        async with self.sessions() as session:
+            row = Message(
+                conversation_id=conv.id,
+                direction="in",
+                provider_message_id=msg.message_id,
+                text=msg.text,
+                payload={"attachments": list(msg.attachments)} if msg.attachments else None,
+                status="received",
+                created_at=msg.received_at,
+            )
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return None
+            return row
+
+    async def _route(self, conv: Conversation, inbound: Message, text: str) -> list[Reply]:
+        if conv.state in ("waiting", "with_agent"):
+            return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done")
+        async with self.sessions() as session:
+            earlier = await session.scalar(
+                select(Message.id).where(
+                    Message.conversation_id == conv.id, Message.status == "pending_bot", Message.id < inbound.id
+                )
+            )
+        if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
+            return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot")
+        try:
+            return await self._ask_bot(conv, inbound, text)
+        except BotUnavailable as exc:
+            log.warning("bot unavailable for conversation %s: %s", conv.id, exc)
+            return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot")
+
+    async def _ask_bot(self, conv: Conversation, inbound: Message, text: str) -> list[Reply]:
+        prefix: list[Reply] = []
+        if len(text) > self.max_text_chars:
+            prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
+            text = text[: self.max_text_chars]
+        metadata = {"profile": conv.profile, "channel": conv.channel}
+        output = await self.bot.send(f"c{conv.id}", text, metadata)
+        replies, payloads = replies_from_bot(output)
+        for payload in payloads:
+            replies += await self._act(conv, payload)
+        return await self._finish(conv, inbound, prefix + replies, status="done", payloads=payloads)
+
+    async def _act(self, conv: Conversation, payload: dict[str, Any]) -> list[Reply]:
+        """The bot's custom payloads: the only way it asks the gateway to do something."""
+        if isinstance(payload.get("intake"), dict):
+            try:
+                receipt = await create_from_intake(
+                    self.sessions, payload["intake"], self.profile, channel=conv.channel, conversation_id=conv.id
+                )
+            except IntakeError as exc:
+                log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
+                return [Reply("抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。")]
+            log.info("work order %s for conversation %s (new=%s)", receipt.number, conv.id, receipt.created)
+            return [Reply(receipt.citizen_text())]
+        if payload.get("handoff") == "agent":
+            async with self.sessions() as session:
+                await session.execute(update(Conversation).where(Conversation.id == conv.id).values(state="waiting"))
+                await session.commit()
+            conv.state = "waiting"
+        return []
+
+    async def _finish(
+        self,
+        conv: Conversation,
+        inbound: Message,
+        replies: list[Reply],
+        *,
+        status: str,
+        payloads: list[dict[str, Any]] | None = None,
+        delivered: bool = True,
+    ) -> list[Reply]:
+        async with self.sessions() as session:
+            await session.execute(update(Message).where(Message.id == inbound.id).values(status=status))
+            for reply in replies:
+                session.add(
+                    Message(
+                        conversation_id=conv.id,
+                        direction="out",
+                        text=reply.text,
+                        payload={"buttons": list(reply.buttons)} if reply.buttons else None,
+                        status="delivered" if delivered else "queued",
+                        reply_to=inbound.id,
+                    )
+                )
+            if payloads:
+                # Payloads are kept on the inbound message for statistics (screened reasons, KB hits).
+                await session.execute(
+                    update(Message).where(Message.id == inbound.id).values(payload={"bot": payloads})
+                )
+            await session.commit()
+        return replies
+
+    async def _replies_for_duplicate(self, msg: InboundMessage) -> list[Reply]:
+        """A retried message gets the answer it already got, and is not processed twice."""
+        async with self.sessions() as session:
+            inbound = await session.scalar(
+                select(Message)
+                .join(Conversation)
+                .where(
+                    Conversation.channel == msg.channel,
+                    Conversation.sender_id == msg.sender_id,
+                    Message.direction == "in",
+                    Message.provider_message_id == msg.message_id,
+                )
+            )
+            if inbound is None:
+                return []
+            rows = await session.scalars(select(Message).where(Message.reply_to == inbound.id).order_by(Message.id))
+            return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in rows]
+
+    async def _queued_replies(self, conversation_id: int) -> list[Reply]:
+        """Replies produced while the citizen was away (bot came back) are delivered on their next turn."""
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, Message.status == "queued")
+                    .order_by(Message.id)
+                )
+            ).all()
+            if not rows:
+                return []
+            await session.execute(
+                update(Message).where(Message.id.in_([r.id for r in rows])).values(status="delivered")
+            )
+            await session.commit()
+            return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in rows]
+
+    async def retry_pending(self) -> int:
+        """Send messages kept while the bot was down, oldest first; returns how many went through."""
+        if not await self.bot.healthy():
+            return 0
+        async with self.sessions() as session:
+            pending = (
+                await session.scalars(select(Message).where(Message.status == "pending_bot").order_by(Message.id))
+            ).all()
+        done = 0
+        for inbound in pending:
+            async with self.sessions() as session:
+                conv = await session.get(Conversation, inbound.conversation_id)
+            assert conv is not None
+            async with self.coordinator.lock(f"conv:{conv.channel}:{conv.sender_id}"):
+                async with self.sessions() as session:
+                    current = await session.get(Message, inbound.id)
+                    if current is None or current.status != "pending_bot":
+                        continue  # another replica took it
+                try:
+                    replies = await self._process_pending(conv, inbound)
+                except BotUnavailable:
+                    return done
+            done += 1
+            pushed = self.notify is not None and await self.notify(conv.channel, conv.sender_id, replies)
+            if pushed:
+                async with self.sessions() as session:
+                    await session.execute(
+                        update(Message)
+                        .where(Message.reply_to == inbound.id, Message.status == "queued")
+                        .values(status="delivered")
+                    )
+                    await session.commit()
+        return done
+
+    async def _process_pending(self, conv: Conversation, inbound: Message) -> list[Reply]:
+        text = inbound.text[: self.max_text_chars]
+        output = await self.bot.send(f"c{conv.id}", text, {"profile": conv.profile, "channel": conv.channel})
+        replies, payloads = replies_from_bot(output)
+        for payload in payloads:
+            replies += await self._act(conv, payload)
+        return await self._finish(conv, inbound, replies, status="done", payloads=payloads, delivered=False)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, the held-out NLU score, then pytest against a real Rasa server,
+# action server, redis-server and Debian chromium, all started here on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "error: install ${need[*]} (Debian packages) or run as root" >&2; exit 1; fi
+  echo "==> installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "==> ruff"
+.venv/bin/ruff check gateway channels handoff profiles bot tests bench scripts
+
+echo "==> model and held-out NLU score"
+.venv/bin/hotline train
+.venv/bin/hotline nlu-eval --min-f1 "${HOTLINE_MIN_F1:-0.85}"
+
+echo "==> pytest"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,119 @@
+"""Real components for the suite: Rasa server + action server (model trained once, cached by hash),
+redis-server on a free loopback port, and a fresh SQLite database per test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import ROUTER, create_app
+from gateway.cli import bot_servers, free_port
+from gateway.config import ROOT, Settings
+
+LOGS = ROOT / "var" / "test-logs"
+
+
+@pytest.fixture(scope="session")
+def rasa_url() -> Iterator[str]:
+    """A real Rasa server and action server for the whole run (started once: ~1 minute)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with bot_servers(free_port(), free_port(), None, LOGS) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server (Debian package) on a free loopback port, no persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run the tests with `make test`, which installs it")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    import socket
+
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            break
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
+        "rasa_url": rasa_url,
+        "api_token": "test-token",
+        "retry_interval_s": 3600.0,  # tests drive retries explicitly
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(settings: Settings) -> AsyncIterator[TestClient]:
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, rasa_url: str) -> AsyncIterator[TestClient]:
+    async with gateway_client(settings_for(tmp_path, rasa_url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def offline_gateway(tmp_path: Path) -> AsyncIterator[TestClient]:
+    """A gateway whose bot address has nothing listening: input checks and outage behaviour."""
+    async with gateway_client(settings_for(tmp_path, f"http://127.0.0.1:{free_port()}")) as client:
+        yield client
+
+
+class Chat:
+    """A citizen talking to the gateway's REST webhook."""
+
+    def __init__(self, client: TestClient, sender: str) -> None:
+        self.client, self.sender, self.n = client, sender, 0
+
+    async def say(self, text: str, message_id: str | None = None) -> list[dict[str, object]]:
+        self.n += 1
+        body = {"sender": self.sender, "message": text, "message_id": message_id or f"{self.sender}-{self.n}"}
+        resp = await self.client.post("/webhooks/rest/webhook", json=body)
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    @staticmethod
+    def text(replies: list[dict[str, object]]) -> str:
+        return "\n".join(str(r["text"]) for r in replies)
+
+
+def router_of(client: TestClient):  # noqa: ANN201 - the Router
+    app: web.Application = client.server.app
+    return app[ROUTER]
+
+
+@pytest.fixture
+def chat_factory():  # noqa: ANN201
+    return Chat
+
+
+__all__ = ["Chat", "aiohttp", "gateway_client", "os", "router_of", "settings_for"]
