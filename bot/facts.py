@@ -31,9 +31,14 @@ _PLACE_SUFFIXES = (
     "附近", "对面", "旁边", "社区", "街道", "花园", "家园", "超市", "商场", "工地", "厂", "景区", "山",
 )
 _PLACE_FLAGS = {"ns", "s"}
+# Words that place nothing on their own: 小区门口 could be anywhere.
+_GENERIC_PLACE = ("我们", "我家", "家", "这个", "那个", "小区", "门口", "楼下", "楼上", "路口", "附近", "对面", "旁边",
+                  "这里", "那里", "这边", "那边", "社区", "街道", "村里", "路上", "上")
 _CONNECTORS = {"和", "与", "跟", "及", "、"}
 # Answers that honestly say when without a date: the fact is known, just not a point in time.
-_ONGOING_WORDS = ("一直", "经常", "每天", "天天", "每晚", "长期", "最近", "近期", "好久", "好几天", "多年", "总是", "反复")
+_ONGOING_WORDS = ("好几个", "几个星期", "几个月", "一直", "经常", "每天", "天天", "每晚", "长期", "最近", "近期", "好久", "好几天", "多年", "总是", "反复")
+# A bare part of the day (晚上黑乎乎的) names no day: not a time the citizen gave.
+_PART_OF_DAY = {"早上", "上午", "中午", "下午", "晚上", "夜里", "半夜", "凌晨", "傍晚", "白天", "夜间"}
 _UNKNOWN_WORDS = ("不记得", "记不清", "不清楚", "忘了", "不知道")
 ANONYMOUS_WORDS = ("匿名", "不留名", "不想留", "不方便", "不愿意", "不告诉", "保密", "不想说", "不用留", "不留")
 
@@ -106,6 +111,8 @@ def extract_time(text: str, now: dt.datetime | None = None) -> TimeFact | None:
         end = item.get("offset", [0, 0])[1]
         if text[end : end + 1] in ("楼", "院", "单", "栋", "门", "铺"):
             continue  # 3号楼 is a building, not the 3rd of the month
+        if item.get("text") in _PART_OF_DAY:
+            continue
         if detail.get("type") in ("time_point", "time_span") and isinstance(detail.get("time"), list):
             start = dt.datetime.fromisoformat(detail["time"][0]).replace(tzinfo=CHINA_TZ)
             return TimeFact(item["text"], start)
@@ -144,6 +151,13 @@ def _placeish_soon(tokens: list[tuple[str, str]], i: int, local: tuple[str, ...]
     return i < len(tokens) and _placeish(*tokens[i], local)
 
 
+def _specific(place: str) -> bool:
+    rest = place
+    for word in sorted(_GENERIC_PLACE, key=len, reverse=True):
+        rest = rest.replace(word, "")
+    return len(rest) >= 2
+
+
 def extract_place(text: str, profile: Profile) -> str | None:
     """The longest run of address words (济源市人民路和建设路口, 沁园街道某小区3号楼)."""
     _prepare(profile.local_places)
@@ -163,11 +177,11 @@ def extract_place(text: str, profile: Profile) -> str | None:
             run.append(word)  # 人民|路, 御|龙湾: a name part glued to the suffix after it
         else:
             candidate = "".join(run)
-            if strong and len(candidate) > len(best) and len(candidate) >= 3:
+            if strong and len(candidate) > len(best) and len(candidate) >= 3 and _specific(candidate):
                 best = candidate
             run, strong = [], False
     candidate = "".join(run)
-    if strong and len(candidate) > len(best) and len(candidate) >= 3:
+    if strong and len(candidate) > len(best) and len(candidate) >= 3 and _specific(candidate):
         best = candidate
     return best or None
 

@@ -29,7 +29,7 @@ class Entry:
 
 def _bigrams(text: str) -> set[str]:
     chars = [c for c in normalize(text) if c.isalnum()]
-    return {a + b for a, b in zip(chars, chars[1:])} or set(chars)
+    return {a + b for a, b in zip(chars, chars[1:], strict=False)} or set(chars)
 
 
 def similarity(a: str, b: str) -> float:

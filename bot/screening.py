@@ -19,6 +19,8 @@ MODEL_SCREENED = ("legal_procedure", "outside_authority", "confidential", "civil
 EMERGENCY_MIN_CONFIDENCE = 0.55
 # A short message the model did not see as a request is a dialogue turn (你好, 好的), not a request.
 MIN_REQUEST_CHARS = 8
+# A confident dialogue intent (a bare phone number is `inform`) is a request only when it is long.
+DIALOGUE_MAX_CHARS = 30
 # Words after a place name that show it is a street, a shop or a person's origin, not a region.
 _NOT_A_REGION_AFTER = ("路", "街", "大道", "巷", "胡同", "小区", "广场", "商城", "菜", "人", "话", "口音", "籍", "饭", "餐", "烩面")
 _ADMIN_SUFFIXES = ("特别行政区", "自治区", "自治州", "自治县", "地区", "省", "市", "区", "县", "旗", "盟", "州")
@@ -171,7 +173,10 @@ def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
         return _screened("out_of_jurisdiction", 1.0, profile, urgent, place)
 
     kinds = [(name, conf) for name, conf in ranking if name in REQUEST_KINDS]
-    if top not in REQUEST_KINDS and (len(clean) < MIN_REQUEST_CHARS or not kinds):
+    dialogue_turn = top not in REQUEST_KINDS and top not in MODEL_SCREENED and top_conf >= 0.5
+    if top not in REQUEST_KINDS and (
+        len(clean) < MIN_REQUEST_CHARS or not kinds or (dialogue_turn and len(clean) < DIALOGUE_MAX_CHARS)
+    ):
         # A dialogue turn (你好, 好的) or an unsure screened guess on a short text: not a request.
         return Verdict(False, None, None, urgent, top_conf)
     category, confidence = kinds[0]

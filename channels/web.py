@@ -28,6 +28,7 @@ SENDER_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 EMPTY_TEXT = "请输入您要反映的内容，例如发生了什么事、在什么地方。"
 ROUTER = web.AppKey("web_router", Router)
 SOCKETS = web.AppKey("web_sockets", dict)
+MAX_BODY = web.AppKey("max_body_bytes", int)
 
 
 class BadRequest(ValueError):
@@ -54,7 +55,7 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
         raise BadRequest("sender must be 1-128 characters of letters, digits or _.:@-")
     if not isinstance(message, str):
         raise BadRequest("message must be a string")
-    metadata = data.get("metadata") or {}
+    metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise BadRequest("metadata must be an object")
     message_id = data.get("message_id") or metadata.get("message_id")
@@ -64,7 +65,7 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
 
 
 async def _read_limited(request: web.Request) -> bytes:
-    limit = request.app["max_body_bytes"]
+    limit = request.app[MAX_BODY]
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = await request.content.read(limit + 1)
@@ -85,7 +86,7 @@ async def rest_webhook(request: web.Request) -> web.Response:
     except BadRequest as exc:
         return _error(400, str(exc))
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"body larger than {request.app['max_body_bytes']} bytes")
+        return _error(413, f"body larger than {request.app[MAX_BODY]} bytes")
     replies = await handle_message(request.app[ROUTER], msg)
     return web.json_response([r.as_rest(msg.sender_id) for r in replies])
 
@@ -102,7 +103,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     sender = request.query.get("sender", "")
     if not SENDER_RE.match(sender):
         raise web.HTTPBadRequest(text="sender query parameter required (1-128 letters, digits or _.:@-)")
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=request.app["max_body_bytes"])
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=request.app[MAX_BODY])
     await ws.prepare(request)
     sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = request.app[SOCKETS]
     sockets.setdefault(sender, weakref.WeakSet()).add(ws)

@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     profile = load_profile(settings.profile)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
-    app["max_body_bytes"] = settings.max_body_bytes
+    app[web_channel.MAX_BODY] = settings.max_body_bytes
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await migrate(settings.database_url)

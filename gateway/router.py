@@ -7,6 +7,7 @@ delay an answer but never lose what the citizen wrote.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,12 @@ TOO_LONG_TEXT = "您的留言较长，已完整保存。我们先根据前{limit
 DUPLICATE_TTL_S = 24 * 3600
 
 Notify = Callable[[str, str, list[Reply]], Awaitable[bool]]
+
+
+def bot_sender(conv: Conversation) -> str:
+    """Rasa's tracker key: stable per citizen and channel, unique across databases, and not the
+    citizen's phone number or openid (which would otherwise sit in Rasa's tracker store and logs)."""
+    return hashlib.sha256(f"{conv.channel}:{conv.sender_id}".encode()).hexdigest()[:24]
 
 
 def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[dict[str, Any]]]:
@@ -141,7 +148,7 @@ class Router:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
             text = text[: self.max_text_chars]
         metadata = {"profile": conv.profile, "channel": conv.channel}
-        output = await self.bot.send(f"c{conv.id}", text, metadata)
+        output = await self.bot.send(bot_sender(conv), text, metadata)
         replies, payloads = replies_from_bot(output)
         for payload in payloads:
             replies += await self._act(conv, payload)
@@ -269,7 +276,7 @@ class Router:
 
     async def _process_pending(self, conv: Conversation, inbound: Message) -> list[Reply]:
         text = inbound.text[: self.max_text_chars]
-        output = await self.bot.send(f"c{conv.id}", text, {"profile": conv.profile, "channel": conv.channel})
+        output = await self.bot.send(bot_sender(conv), text, {"profile": conv.profile, "channel": conv.channel})
         replies, payloads = replies_from_bot(output)
         for payload in payloads:
             replies += await self._act(conv, payload)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,7 @@ def parse_profile(path: Path) -> Profile:
         categories[kind] = Category(kind, _need(spec, "label", str, path, f"categories.{kind}"), days)
 
     facts: dict[str, tuple[str, ...]] = {}
-    for kind, names in _need(data, "required_facts", dict, path).items():
+    for kind, _names in _need(data, "required_facts", dict, path).items():
         if kind != "default" and kind not in REQUEST_KINDS:
             raise ProfileError(path, f"required_facts.{kind}", "unknown kind")
         values = _str_list(data["required_facts"], kind, path, "required_facts")

@@ -224,7 +224,9 @@ class ActionAskConfirmation(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         profile = profile_for(tracker)
         intent = (tracker.latest_message.get("intent") or {}).get("name")
-        if intent in ("correct", "deny") and tracker.active_loop_name == "confirm_form":
+        text = tracker.latest_message.get("text") or ""
+        named = field_in(text) or any(e.get("entity") == "field" for e in tracker.latest_message.get("entities", []))
+        if intent in ("correct", "deny") and not named and tracker.active_loop_name == "confirm_form":
             dispatcher.utter_message(
                 text="请问要修改哪一项？", buttons=field_buttons(profile, tracker.get_slot("category"))
             )
@@ -284,7 +286,8 @@ class ActionFinishConfirmation(Action):
             new_value = _value_in_correction(field, text, profile)
             events: list[EventType] = [SlotSet("confirmation", None), SlotSet("correct_field", None)]
             if new_value is not None:
-                dispatcher.utter_message(text=f"已将{FIELD_LABELS[field]}改为：{new_value}")
+                shown = facts.mask_phone(new_value) if field == "phone" else new_value
+                dispatcher.utter_message(text=f"已将{FIELD_LABELS[field]}改为：{shown}")
                 return [*events, SlotSet(field, new_value), FollowupAction("confirm_form")]
             return [*events, SlotSet(field, None), FollowupAction("intake_form")]
 

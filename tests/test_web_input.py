@@ -1,0 +1,152 @@
+"""Bad input gets a clear 4xx or a clear reply, never a 500, and nothing a citizen wrote is lost."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from gateway.coordination import RedisCoordinator
+from gateway.models import Message
+from tests.conftest import Chat, gateway_client, router_of, settings_for
+
+URL = "/webhooks/rest/webhook"
+
+
+async def stored_inbound(client) -> list[Message]:  # noqa: ANN001
+    async with router_of(client).sessions() as session:
+        return list((await session.scalars(select(Message).where(Message.direction == "in"))).all())
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (b"{not json", 400, "not valid UTF-8 JSON"),
+        (b"\xff\xfe", 400, "not valid UTF-8 JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b'{"sender": "a", "message": "hi", "colour": "red"}', 400, "unknown fields: colour"),
+        (b'{"message": "hi"}', 400, "sender"),
+        (b'{"sender": "a b<script>", "message": "hi"}', 400, "sender"),
+        (b'{"sender": "a", "message": 5}', 400, "message must be a string"),
+        (b'{"sender": "a", "message": "x", "metadata": []}', 400, "metadata"),
+    ],
+)
+async def test_malformed_requests(offline_gateway, body: bytes, status: int, error: str) -> None:
+    resp = await offline_gateway.post(URL, data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == status
+    assert error in (await resp.json())["error"]
+    assert await stored_inbound(offline_gateway) == []
+
+
+async def test_body_over_the_limit_is_refused_unread(offline_gateway) -> None:
+    resp = await offline_gateway.post(URL, data=b'{"sender":"a","message":"' + b"x" * 70_000 + b'"}')
+    assert resp.status == 413
+    assert await stored_inbound(offline_gateway) == []
+
+
+async def test_empty_message_gets_a_prompt(offline_gateway) -> None:
+    replies = await Chat(offline_gateway, "empty").say("   ")
+    assert "请输入" in Chat.text(replies)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["路" * 10_000, "😀🙏🔥" * 5, "<script>alert(1)</script>小区停水了", "\u0000\u200b测试"],
+)
+async def test_odd_text_is_kept_and_answered_while_bot_is_down(offline_gateway, text: str) -> None:
+    replies = await Chat(offline_gateway, f"odd-{uuid.uuid4().hex[:6]}").say(text)
+    assert "已保存" in Chat.text(replies)
+    rows = await stored_inbound(offline_gateway)
+    assert [r.text for r in rows] == [text.strip()] and rows[0].status == "pending_bot"
+
+
+class ToggleProxy:
+    """A loopback HTTP proxy in front of the real Rasa server that can be switched off (an outage)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream, self.up = upstream, False
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.up:
+            return web.Response(status=502, text="bot down")
+        async with aiohttp.ClientSession() as http, http.request(
+            request.method, f"{self.upstream}{request.rel_url}", data=await request.read(),
+            headers={"Content-Type": request.headers.get("Content-Type", "application/json")},
+        ) as resp:
+            return web.Response(status=resp.status, body=await resp.read(), content_type=resp.content_type)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.mark.rasa
+async def test_bot_outage_keeps_messages_and_answers_when_back(tmp_path, rasa_url) -> None:
+    proxy = ToggleProxy(rasa_url)
+    url = await proxy.start()
+    try:
+        async with gateway_client(settings_for(tmp_path, url)) as client:
+            chat = Chat(client, f"outage-{uuid.uuid4().hex[:6]}")
+            down = Chat.text(await chat.say("举报天坛路有个黑诊所无证行医，最近一个月好多老人去打针"))
+            assert "已保存" in down
+            assert "已保存" in Chat.text(await chat.say("13800007777"))  # queued behind the first
+            router = router_of(client)
+            assert await router.retry_pending() == 0  # still down: nothing sent, nothing lost
+
+            proxy.up = True
+            assert await router.retry_pending() == 2
+            rows = await stored_inbound(client)
+            assert [r.status for r in rows] == ["done", "done"]
+            # The answers produced meanwhile arrive with the citizen's next turn, in order.
+            text = Chat.text(await chat.say("匿名"))
+            assert text.index("举报") < text.index("称呼") < text.index("请核对")
+    finally:
+        assert proxy.runner is not None
+        await proxy.runner.cleanup()
+
+
+async def test_redis_coordination_across_replicas(redis_url) -> None:
+    """Two replicas sharing Redis: a message id is claimed once; a conversation lock excludes the other."""
+    a, b = RedisCoordinator(redis_url), RedisCoordinator(redis_url)
+    key = f"web:s:{uuid.uuid4().hex}"
+    try:
+        assert await a.claim(key, 60) is True
+        assert await b.claim(key, 60) is False
+        order: list[str] = []
+        async with a.lock("conv:x", timeout_s=5):
+            import asyncio
+
+            async def other() -> None:
+                async with b.lock("conv:x", timeout_s=5):
+                    order.append("b")
+
+            task = asyncio.create_task(other())
+            await asyncio.sleep(0.2)
+            order.append("a")
+        await task
+        assert order == ["a", "b"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.rasa
+async def test_two_gateways_sharing_redis_process_a_retry_once(tmp_path, rasa_url, redis_url) -> None:
+    settings = settings_for(tmp_path, rasa_url, redis_url=redis_url)
+    async with gateway_client(settings) as one, gateway_client(settings) as two:
+        body = {"sender": f"r-{uuid.uuid4().hex[:6]}", "message": "建议公交站台加个遮雨棚", "message_id": "m1"}
+        r1 = await (await one.post(URL, json=body)).json()
+        r2 = await (await two.post(URL, json=body)).json()
+        assert r1 == r2 and r1
+        assert len(await stored_inbound(one)) == 1
