@@ -56,9 +56,10 @@ def ensure_model(force: bool = False) -> Path:
     MODELS.mkdir(parents=True, exist_ok=True)
     if cached.exists() and not force:
         shutil.copy2(cached, target)
-        print(f"model {target.name}: reused from {CACHE}", flush=True)
+        print(f"model {target.name}: reused from {CACHE}", file=sys.stderr, flush=True)
         return target
-    print(f"model {target.name}: training (training data or bot config changed; a few minutes on 2 cores)", flush=True)
+    print(f"model {target.name}: training (training data or bot config changed; a few minutes on 2 cores)",
+          file=sys.stderr, flush=True)
     started = time.monotonic()
     cmd = [
         str(bot_bin("rasa")), "train",
@@ -66,10 +67,11 @@ def ensure_model(force: bool = False) -> Path:
         "--data", "nlu_data/train", "bot/data",
         "--out", str(MODELS), "--fixed-model-name", name,
     ]
-    result = subprocess.run(cmd, cwd=ROOT, env=bot_env())
+    # Progress goes to stderr so that commands printing JSON on stdout (classify) stay clean.
+    result = subprocess.run(cmd, cwd=ROOT, env=bot_env(), stdout=sys.stderr)
     if result.returncode != 0 or not target.exists():
         raise BotSetupError(f"rasa train failed with exit code {result.returncode}")
-    print(f"model {target.name}: trained in {time.monotonic() - started:.0f}s", flush=True)
+    print(f"model {target.name}: trained in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     shutil.copy2(target, cached)
     return target
