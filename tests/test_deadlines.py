@@ -40,3 +40,23 @@ def test_late_evening_utc_counts_in_china_time() -> None:
 def test_year_without_calendar_data_falls_back_to_weekdays() -> None:
     assert is_workday(dt.date(2031, 3, 3)) is True  # a Monday
     assert is_workday(dt.date(2031, 3, 1)) is False  # a Saturday
+
+
+async def test_work_order_creation_is_idempotent_on_intake_id(tmp_path) -> None:
+    from gateway.db import make_engine, make_sessions, migrate
+    from handoff.workorders import create_from_intake
+    from profiles import load
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'wo.db'}"
+    await migrate(url)
+    engine = make_engine(url)
+    sessions = make_sessions(engine)
+    intake = {"intake_id": "abc", "category": "help", "urgent": True, "content": "停水", "phone": "13800001234"}
+    now = at(2026, 9, 30)
+    first = await create_from_intake(sessions, intake, load("jiyuan"), channel="web", conversation_id=None, now=now)
+    again = await create_from_intake(sessions, intake, load("jiyuan"), channel="web", conversation_id=None, now=now)
+    await engine.dispose()
+    assert first.created and not again.created and first.number == again.number
+    assert first.number.startswith("JY20260930")
+    assert first.due_at.date() == dt.date(2026, 10, 12)  # help: 5 working days, signing day counts
+    assert "紧急" in first.citizen_text() and "5个工作日" in first.citizen_text()
