@@ -142,7 +142,9 @@ class Router:
             log.warning("bot unavailable for conversation %s: %s", conv.id, exc)
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot")
 
-    async def _ask_bot(self, conv: Conversation, inbound: Message, text: str) -> list[Reply]:
+    async def _ask_bot(
+        self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True
+    ) -> list[Reply]:
         prefix: list[Reply] = []
         if len(text) > self.max_text_chars:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
@@ -152,7 +154,9 @@ class Router:
         replies, payloads = replies_from_bot(output)
         for payload in payloads:
             replies += await self._act(conv, payload)
-        return await self._finish(conv, inbound, prefix + replies, status="done", payloads=payloads)
+        return await self._finish(
+            conv, inbound, prefix + replies, status="done", payloads=payloads, delivered=delivered
+        )
 
     async def _act(self, conv: Conversation, payload: dict[str, Any]) -> list[Reply]:
         """The bot's custom payloads: the only way it asks the gateway to do something."""
@@ -259,7 +263,7 @@ class Router:
                     if current is None or current.status != "pending_bot":
                         continue  # another replica took it
                 try:
-                    replies = await self._process_pending(conv, inbound)
+                    replies = await self._ask_bot(conv, inbound, inbound.text, delivered=False)
                 except BotUnavailable:
                     return done
             done += 1
@@ -273,11 +277,3 @@ class Router:
                     )
                     await session.commit()
         return done
-
-    async def _process_pending(self, conv: Conversation, inbound: Message) -> list[Reply]:
-        text = inbound.text[: self.max_text_chars]
-        output = await self.bot.send(bot_sender(conv), text, {"profile": conv.profile, "channel": conv.channel})
-        replies, payloads = replies_from_bot(output)
-        for payload in payloads:
-            replies += await self._act(conv, payload)
-        return await self._finish(conv, inbound, replies, status="done", payloads=payloads, delivered=False)

@@ -4,14 +4,12 @@ redis-server on a free loopback port, and a fresh SQLite database per test."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -115,5 +113,3 @@ def router_of(client: TestClient):  # noqa: ANN201 - the Router
 def chat_factory():  # noqa: ANN201
     return Chat
 
-
-__all__ = ["Chat", "aiohttp", "gateway_client", "os", "router_of", "settings_for"]

@@ -153,7 +153,10 @@ class ValidateIntakeForm(FormValidationAction):
         return {"content": text[:2000]}
 
     def validate_event_time(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
-        fact = facts.time_answer(str(value or ""))
+        text = str(value or "")
+        if text.endswith("）") and "（" in text:
+            return {"event_time": text}  # already normalised by action_start_intake; keep the citizen's words
+        fact = facts.time_answer(text)
         if fact is None:
             dispatcher.utter_message(text="没能识别出时间，请换个说法，例如：今天上午、11月20日晚上8点、最近一周一直这样。")
             return {"event_time": None}
