@@ -16,12 +16,14 @@ from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
 from gateway.db import make_engine, make_sessions, migrate
+from gateway.outbox import SENDERS, OutboxWorker
 from gateway.router import Router
 from profiles import load as load_profile
 
 log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
+OUTBOX = web.AppKey("outbox_worker", OutboxWorker)
 
 
 @web.middleware
@@ -62,13 +64,22 @@ def create_app(settings: Settings | None = None) -> web.Application:
             max_text_chars=settings.max_text_chars,
         )
         app[ROUTER] = router
+        app[SENDERS] = {}
         web_channel.setup_runtime(app, router)
         api.setup_runtime(app, sessions, settings.api_token)
-        retry = asyncio.create_task(_retry_loop(router, settings.retry_interval_s))
+        worker = OutboxWorker(sessions, app[SENDERS])
+        app[OUTBOX] = worker
+        router.on_enqueued = worker.wake
+        tasks = [
+            asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
+            asyncio.create_task(worker.run(settings.outbox_interval_s)),
+        ]
         yield
-        retry.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retry
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await http.close()
         await coordinator.close()
         await engine.dispose()
@@ -88,5 +99,8 @@ async def _retry_loop(router: Router, interval_s: float) -> None:
             sent = await router.retry_pending()
             if sent:
                 log.info("delivered %d messages kept while the bot was down", sent)
+            recovered = await router.recover_received()
+            if recovered:
+                log.info("answered messages of %d conversations kept before a restart", recovered)
         except Exception:
             log.exception("retrying pending messages failed; will try again")

@@ -27,6 +27,7 @@ class Settings:
     max_text_chars: int = 2000
     bot_timeout_s: float = 30.0
     retry_interval_s: float = 5.0
+    outbox_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,4 +43,5 @@ class Settings:
             max_text_chars=_int("HOTLINE_MAX_TEXT_CHARS", cls.max_text_chars),
             bot_timeout_s=float(os.environ.get("HOTLINE_BOT_TIMEOUT_S", cls.bot_timeout_s)),
             retry_interval_s=float(os.environ.get("HOTLINE_RETRY_INTERVAL_S", cls.retry_interval_s)),
+            outbox_interval_s=float(os.environ.get("HOTLINE_OUTBOX_INTERVAL_S", cls.outbox_interval_s)),
         )

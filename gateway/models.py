@@ -93,3 +93,27 @@ class WorkOrderEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     work_order: Mapped[WorkOrder] = relationship(back_populates="events")
+
+
+class OutboxItem(Base):
+    """One message to send to a provider (WeChat, SMS...), written in the same transaction as the
+    change that caused it, and delivered with retries by gateway.outbox.OutboxWorker."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), index=True)  # names the Sender, e.g. "wechat:miniapp"
+    recipient: Mapped[str] = mapped_column(String(128))  # openid, phone number...
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"text", "buttons"?} or channel-specific
+    # pending → sending → sent | failed (gave up) | held (cannot be sent now, e.g. WeChat's 48 h window)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    provider_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True, default=None)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), default=None)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)

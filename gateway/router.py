@@ -7,6 +7,7 @@ delay an answer but never lose what the citizen wrote.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from channels.base import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
-from gateway.models import Conversation, Message
+from gateway.models import Conversation, Message, utcnow
+from gateway.outbox import enqueue
 from handoff.workorders import IntakeError, create_from_intake
 from profiles import Profile
 
@@ -71,20 +73,75 @@ class Router:
         self.profile = profile
         self.max_text_chars = max_text_chars
         self.notify: Notify | None = None  # set by channels that can push (WebSocket)
+        # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
+        self.outbox_channels: set[str] = set()
+        self.on_enqueued: Callable[[], None] | None = None  # wakes the outbox worker after a commit
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
         """Process one inbound message and return the replies for it (plus any queued earlier)."""
-        dedupe_key = f"{msg.channel}:{msg.sender_id}:{msg.message_id}" if msg.message_id else None
-        if dedupe_key and not await self.coordinator.claim(dedupe_key, DUPLICATE_TTL_S):
+        if not await self._first_time(msg):
             return await self._replies_for_duplicate(msg)
-        async with self.coordinator.lock(f"conv:{msg.channel}:{msg.sender_id}"):
+        async with self._conversation_lock(msg.channel, msg.sender_id):
             conv = await self._conversation(msg)
             stored = await self._store_inbound(conv, msg)
             if stored is None:  # same message id already stored (another replica, or a restart)
                 return await self._replies_for_duplicate(msg)
             replies = await self._queued_replies(conv.id)
-            replies += await self._route(conv, stored, msg.text)
+            replies += await self._drain_locked(conv, upto=stored.id)
             return replies
+
+    async def accept(self, msg: InboundMessage) -> Conversation | None:
+        """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
+        None for a duplicate. Call `process` afterwards, typically in a background task."""
+        if not await self._first_time(msg):
+            return None
+        conv = await self._conversation(msg)
+        return conv if await self._store_inbound(conv, msg) is not None else None
+
+    async def process(self, conv: Conversation) -> list[Reply]:
+        """Answer every accepted message of a conversation in the order they arrived."""
+        async with self._conversation_lock(conv.channel, conv.sender_id):
+            return await self._drain_locked(conv)
+
+    async def recover_received(self, older_than_s: float = 30.0) -> int:
+        """After a crash or restart, answer messages that were kept but never processed."""
+        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+        async with self.sessions() as session:
+            conv_ids = (
+                await session.scalars(
+                    select(Message.conversation_id)
+                    .where(Message.status == "received", Message.direction == "in", Message.created_at < cutoff)
+                    .distinct()
+                )
+            ).all()
+        for conv_id in conv_ids:
+            async with self.sessions() as session:
+                conv = await session.get(Conversation, conv_id)
+            if conv is not None:
+                async with self._conversation_lock(conv.channel, conv.sender_id):
+                    await self._drain_locked(conv, delivered=False)
+        return len(conv_ids)
+
+    async def _first_time(self, msg: InboundMessage) -> bool:
+        if not msg.message_id:
+            return True
+        return await self.coordinator.claim(f"{msg.channel}:{msg.sender_id}:{msg.message_id}", DUPLICATE_TTL_S)
+
+    def _conversation_lock(self, channel: str, sender_id: str):  # noqa: ANN202 - an async context manager
+        return self.coordinator.lock(f"conv:{channel}:{sender_id}")
+
+    async def _drain_locked(self, conv: Conversation, *, upto: int | None = None, delivered: bool = True) -> list[Reply]:
+        async with self.sessions() as session:
+            query = select(Message).where(
+                Message.conversation_id == conv.id, Message.direction == "in", Message.status == "received"
+            )
+            if upto is not None:
+                query = query.where(Message.id <= upto)
+            rows = (await session.scalars(query.order_by(Message.id))).all()
+        replies: list[Reply] = []
+        for row in rows:
+            replies += await self._route(conv, row, row.text, delivered=delivered)
+        return replies
 
     async def _conversation(self, msg: InboundMessage) -> Conversation:
         async with self.sessions() as session:
@@ -125,9 +182,9 @@ class Router:
                 return None
             return row
 
-    async def _route(self, conv: Conversation, inbound: Message, text: str) -> list[Reply]:
+    async def _route(self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True) -> list[Reply]:
         if conv.state in ("waiting", "with_agent"):
-            return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done")
+            return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done", delivered=delivered)
         async with self.sessions() as session:
             earlier = await session.scalar(
                 select(Message.id).where(
@@ -135,12 +192,12 @@ class Router:
                 )
             )
         if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
-            return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot")
+            return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
         try:
-            return await self._ask_bot(conv, inbound, text)
+            return await self._ask_bot(conv, inbound, text, delivered=delivered)
         except BotUnavailable as exc:
             log.warning("bot unavailable for conversation %s: %s", conv.id, exc)
-            return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot")
+            return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True
@@ -187,25 +244,38 @@ class Router:
         payloads: list[dict[str, Any]] | None = None,
         delivered: bool = True,
     ) -> list[Reply]:
+        via_outbox = conv.channel in self.outbox_channels
         async with self.sessions() as session:
             await session.execute(update(Message).where(Message.id == inbound.id).values(status=status))
             for reply in replies:
-                session.add(
-                    Message(
-                        conversation_id=conv.id,
-                        direction="out",
-                        text=reply.text,
-                        payload={"buttons": list(reply.buttons)} if reply.buttons else None,
-                        status="delivered" if delivered else "queued",
-                        reply_to=inbound.id,
-                    )
+                out = Message(
+                    conversation_id=conv.id,
+                    direction="out",
+                    text=reply.text,
+                    payload={"buttons": list(reply.buttons)} if reply.buttons else None,
+                    status="outbox" if via_outbox else "delivered" if delivered else "queued",
+                    reply_to=inbound.id,
                 )
+                session.add(out)
+                if via_outbox:
+                    await session.flush()
+                    enqueue(
+                        session,
+                        channel=conv.channel,
+                        recipient=conv.sender_id,
+                        body={"text": reply.text, "buttons": list(reply.buttons)},
+                        dedupe_key=f"message:{out.id}",
+                        conversation_id=conv.id,
+                        message_id=out.id,
+                    )
             if payloads:
                 # Payloads are kept on the inbound message for statistics (screened reasons, KB hits).
                 await session.execute(
                     update(Message).where(Message.id == inbound.id).values(payload={"bot": payloads})
                 )
             await session.commit()
+        if via_outbox and replies and self.on_enqueued is not None:
+            self.on_enqueued()
         return replies
 
     async def _replies_for_duplicate(self, msg: InboundMessage) -> list[Reply]:

@@ -1,0 +1,183 @@
+"""The durable outbox: what must reach a provider is written with the change that caused it, then
+delivered by a worker with retries, so a provider outage or a restart delays a message but never
+loses it (see ../shared/reference/handoff.md, reliable delivery).
+
+Several replicas may run workers on one database: an item is leased by a conditional UPDATE, so
+each attempt is made by one worker only, and a lease left by a crashed worker expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from aiohttp import web
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.models import OutboxItem, utcnow
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["sent", "retry", "failed", "held"]
+
+
+class Sender(Protocol):
+    async def send(self, item: OutboxItem) -> SendResult: ...
+
+
+# Channels register their senders here in setup_runtime, keyed by the outbox item's channel.
+SENDERS = web.AppKey("outbox_senders", dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a provider said: sent; retry later (outage, rate limit); failed for good; or held
+    (valid but not sendable now, e.g. outside WeChat's 48-hour window) for another route."""
+
+    outcome: Outcome
+    provider_id: str | None = None
+    error: str = ""
+    retry_after_s: float | None = None
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    channel: str,
+    recipient: str,
+    body: dict[str, Any],
+    dedupe_key: str | None = None,
+    conversation_id: int | None = None,
+    message_id: int | None = None,
+    not_before: dt.datetime | None = None,
+) -> OutboxItem:
+    """Add an item to the caller's transaction; it is sent only if that transaction commits."""
+    item = OutboxItem(
+        channel=channel,
+        recipient=recipient,
+        body=body,
+        status="pending",
+        attempts=0,
+        next_attempt_at=not_before or utcnow(),
+        last_error="",
+        dedupe_key=dedupe_key,
+        conversation_id=conversation_id,
+        message_id=message_id,
+    )
+    session.add(item)
+    return item
+
+
+def backoff_s(attempts: int, base_s: float, cap_s: float) -> float:
+    return min(cap_s, base_s * 2 ** max(0, attempts - 1))
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        senders: Mapping[str, Sender],
+        *,
+        batch: int = 50,
+        max_attempts: int = 10,
+        base_backoff_s: float = 2.0,
+        max_backoff_s: float = 600.0,
+        lease_s: float = 60.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.senders = senders
+        self.batch = batch
+        self.max_attempts = max_attempts
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.lease_s = lease_s
+        self.clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that enqueued something, so replies leave at once, not on the next tick."""
+        self._wake.set()
+
+    def _due(self, now: dt.datetime):  # noqa: ANN202 - a SQL condition
+        return and_(
+            OutboxItem.channel.in_(list(self.senders)),
+            or_(
+                and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
+                and_(OutboxItem.status == "sending", OutboxItem.lease_until < now),
+            ),
+        )
+
+    async def deliver_due(self) -> int:
+        """One pass over due items; returns how many were sent."""
+        now = self.clock()
+        async with self.sessions() as session:
+            ids = (
+                await session.scalars(
+                    select(OutboxItem.id).where(self._due(now)).order_by(OutboxItem.id).limit(self.batch)
+                )
+            ).all()
+        sent = 0
+        for item_id in ids:
+            item = await self._lease(item_id, now)
+            if item is not None:
+                sent += await self._attempt(item)
+        return sent
+
+    async def _lease(self, item_id: int, now: dt.datetime) -> OutboxItem | None:
+        lease = now + dt.timedelta(seconds=self.lease_s)
+        async with self.sessions() as session:
+            result = await session.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item_id, self._due(now))
+                .values(status="sending", lease_until=lease, attempts=OutboxItem.attempts + 1)
+            )
+            await session.commit()
+            if result.rowcount != 1:
+                return None  # another worker has it
+            return await session.get(OutboxItem, item_id)
+
+    async def _attempt(self, item: OutboxItem) -> int:
+        sender = self.senders[item.channel]
+        try:
+            result = await sender.send(item)
+        except Exception as exc:  # a sender bug must not stop the queue; the item is retried
+            log.exception("outbox %s: sender for %s raised", item.id, item.channel)
+            result = SendResult("retry", error=f"{type(exc).__name__}: {exc}")
+        now = self.clock()
+        values: dict[str, Any] = {"lease_until": None, "last_error": result.error[:2000]}
+        if result.outcome == "sent":
+            values.update(status="sent", sent_at=now, provider_id=result.provider_id)
+        elif result.outcome == "retry" and item.attempts < self.max_attempts:
+            delay = result.retry_after_s or backoff_s(item.attempts, self.base_backoff_s, self.max_backoff_s)
+            values.update(status="pending", next_attempt_at=now + dt.timedelta(seconds=delay))
+        elif result.outcome == "held":
+            values.update(status="held")
+        else:
+            values.update(status="failed")
+        if result.outcome != "sent":
+            log.warning("outbox %s (%s): %s after %d attempts: %s", item.id, item.channel,
+                        values["status"], item.attempts, result.error)
+        async with self.sessions() as session:
+            await session.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(**values))
+            await session.commit()
+        return 1 if result.outcome == "sent" else 0
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Deliver until cancelled; woken early by wake()."""
+        while True:
+            try:
+                while await self.deliver_due():
+                    pass
+            except Exception:
+                log.exception("outbox pass failed; will try again")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
