@@ -77,6 +77,15 @@ class WorkOrder(Base):
     dispatch_due_at: Mapped[dt.datetime]
     due_at: Mapped[dt.datetime]
     limit_working_days: Mapped[int] = mapped_column(Integer)
+    # Jurisdiction rules (issue 3): 诉求人要求保密, ID number where a rule demands real name,
+    # why the order is urgent, how often the same matter came back, and the order it was attached to.
+    confidential: Mapped[bool] = mapped_column(Boolean, default=False)
+    contact_id_number: Mapped[str | None] = mapped_column(String(32), default=None)
+    urgent_reason: Mapped[str | None] = mapped_column(String(64), default=None)
+    repeat_count: Mapped[int] = mapped_column(Integer, default=0)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    supplements: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    contact_key: Mapped[str | None] = mapped_column(String(64), index=True, default=None)  # hash of the phone
 
     events: Mapped[list[WorkOrderEvent]] = relationship(back_populates="work_order", order_by="WorkOrderEvent.id")
 
@@ -93,6 +102,21 @@ class WorkOrderEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     work_order: Mapped[WorkOrder] = relationship(back_populates="events")
+
+
+class SenderLimit(Base):
+    """A sender limited for flooding or abuse (济源 第三十三条); their messages are still kept."""
+
+    __tablename__ = "sender_limits"
+    __table_args__ = (UniqueConstraint("channel", "sender_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    sender_id: Mapped[str] = mapped_column(String(128))
+    strikes: Mapped[int] = mapped_column(Integer, default=0)
+    limited_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class OutboxItem(Base):

@@ -29,6 +29,8 @@ SCREEN_KINDS = (
     "repeat",
 )
 FACTS = ("content", "event_time", "place", "phone")
+RATINGS = ("very_satisfied", "satisfied", "basically_satisfied", "unsatisfied", "very_unsatisfied")
+AFTER_LAST_REDO = ("expert_review", "revisit", "close")
 
 
 class ProfileError(ValueError):
@@ -61,6 +63,27 @@ class ScreenRule:
 
 
 @dataclass(frozen=True)
+class SurveyRules:
+    """How the satisfaction survey runs after a work order is replied to (回访 / 满意度评价)."""
+
+    article: str
+    send_within_working_days: int  # survey must go out within this many working days of the reply
+    window_hours: float  # no reply within the window → default_rating
+    default_rating: str  # one of RATINGS
+    quiet_hours: tuple[int, int] | None  # (start, end) local hours when no survey SMS is sent
+    allow_correction: bool  # the citizen may correct a mistaken rating within the window
+    redo_extra_working_days: int | None  # a redo gets the kind's limit plus this; None → same limit
+    max_redos: int  # unsatisfied after this many redos → after_last_redo
+    after_last_redo: str  # one of AFTER_LAST_REDO
+
+    def is_quiet(self, hour: int) -> bool:
+        if self.quiet_hours is None:
+            return False
+        start, end = self.quiet_hours
+        return start <= hour or hour < end if start > end else start <= hour < end
+
+
+@dataclass(frozen=True)
 class Profile:
     id: str
     name: str
@@ -84,6 +107,10 @@ class Profile:
     screening: dict[str, ScreenRule]
     screening_min_confidence: float
     knowledge_base: Path | None
+    survey: SurveyRules
+    # What to do with a reply WeChat will not deliver (48-hour window): "sms" to the contact phone,
+    # and/or "marker" (shown when the citizen next writes). Empty: keep it for an agent.
+    undeliverable_fallback: tuple[str, ...] = ("marker",)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def accepts(self, kind: str | None) -> bool:
@@ -113,6 +140,38 @@ def _str_list(data: dict[str, Any], key: str, path: Path, where: str = "") -> tu
     if not all(isinstance(i, str) and i for i in items):
         raise ProfileError(path, f"{where}.{key}" if where else key, "expected a list of non-empty strings")
     return tuple(items)
+
+
+def parse_survey(data: dict[str, Any], path: Path) -> SurveyRules:
+    where = "survey"
+    default = _need(data, "default_rating", str, path, where)
+    if default not in RATINGS:
+        raise ProfileError(path, f"{where}.default_rating", f"expected one of {RATINGS}")
+    after = data.get("after_last_redo", "revisit")
+    if after not in AFTER_LAST_REDO:
+        raise ProfileError(path, f"{where}.after_last_redo", f"expected one of {AFTER_LAST_REDO}")
+    quiet = data.get("quiet_hours", [21, 8])
+    if quiet is not None and (
+        not isinstance(quiet, list) or len(quiet) != 2 or not all(isinstance(h, int) and 0 <= h < 24 for h in quiet)
+    ):
+        raise ProfileError(path, f"{where}.quiet_hours", "expected [start_hour, end_hour] (0-23) or null")
+    extra_days = data.get("redo_extra_working_days")
+    if extra_days is not None and (not isinstance(extra_days, int) or extra_days < 0):
+        raise ProfileError(path, f"{where}.redo_extra_working_days", "expected a non-negative integer or null")
+    window = _need(data, "window_hours", float, path, where)
+    if window <= 0:
+        raise ProfileError(path, f"{where}.window_hours", "must be positive")
+    return SurveyRules(
+        article=_need(data, "article", str, path, where),
+        send_within_working_days=int(data.get("send_within_working_days", 1)),
+        window_hours=window,
+        default_rating=default,
+        quiet_hours=tuple(quiet) if quiet is not None else None,  # type: ignore[arg-type]
+        allow_correction=bool(data.get("allow_correction", True)),
+        redo_extra_working_days=extra_days,
+        max_redos=int(data.get("max_redos", 1)),
+        after_last_redo=after,
+    )
 
 
 def parse_profile(path: Path) -> Profile:
@@ -199,7 +258,17 @@ def parse_profile(path: Path) -> Profile:
         screening=screening,
         screening_min_confidence=confidence,
         knowledge_base=(path.parent / kb) if kb else None,
+        survey=parse_survey(_need(data, "survey", dict, path), path),
+        undeliverable_fallback=_fallback(data, path),
     )
+
+
+def _fallback(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    values = tuple(data.get("undeliverable_fallback", ["marker"]) or ())
+    bad = [v for v in values if v not in ("sms", "marker")]
+    if bad:
+        raise ProfileError(path, "undeliverable_fallback", f"unknown {bad}; expected sms and/or marker")
+    return values
 
 
 def available() -> list[str]:
