@@ -17,6 +17,8 @@ import cn2an
 import jieba
 import jieba.posseg as pseg
 import phonenumbers
+from stdnum.cn import ric
+from stdnum.exceptions import ValidationError
 
 from profiles import Profile
 
@@ -209,3 +211,51 @@ def name_answer(text: str) -> str | None:
     if 1 <= len(text) <= 12 and all(unicodedata.category(c)[0] == "L" or c == "·" for c in text):
         return text
     return None
+
+
+_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])")
+DECLINE_WORDS = ("不想提供", "不提供", "不给", "不愿意", "不方便", "拒绝", "不想给", "凭什么", "没必要", "算了")
+
+
+class IdNumberError(ValueError):
+    """Why an ID number was refused, in words for the citizen."""
+
+
+def extract_id_number(text: str) -> str | None:
+    """A resident ID number (GB 11643) in the text, validated with its check digit by python-stdnum.
+
+    Raises IdNumberError when something shaped like an ID is there but its check digit, date or
+    region is wrong, so the citizen can be told which; None when there is no candidate at all."""
+    text = normalize(_digits_spelled_out(text)).replace(" ", "")
+    match = _ID_CANDIDATE.search(text)
+    if match is None:
+        return None
+    try:
+        return ric.validate(match.group(0).upper())
+    except ValidationError as exc:
+        raise IdNumberError(type(exc).__name__) from exc
+
+
+def mask_id_number(value: str | None) -> str:
+    if not value:
+        return "未提供"
+    return f"{value[:3]}{'*' * (len(value) - 7)}{value[-4:]}"
+
+
+def declines(text: str) -> bool:
+    return any(w in normalize(text) for w in DECLINE_WORDS)
+
+
+def matched_keyword(text: str, keywords: tuple[str, ...]) -> str | None:
+    """The first profile keyword in the text (case-insensitive for Latin letters)."""
+    text = normalize(text).lower()
+    return next((k for k in keywords if k.lower() in text), None)
+
+
+_ORDER_NUMBER = re.compile(r"(?<![A-Za-z])([A-Za-z]{2})\s*(\d{14})(?!\d)")
+
+
+def extract_order_number(text: str) -> str | None:
+    """A work-order number (two letters, date, serial: JY20261123000042) as the citizen typed it."""
+    match = _ORDER_NUMBER.search(normalize(text))
+    return f"{match.group(1).upper()}{match.group(2)}" if match else None

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.facts import has_content, normalize
-from profiles import REQUEST_KINDS, EmergencyService, Profile
+from bot.facts import has_content, matched_keyword, normalize
+from profiles import REQUEST_KINDS, EmergencyService, Profile, RealNameRule, UrgentRule
 
 MODEL_SCREENED = ("legal_procedure", "outside_authority", "confidential", "civil_dispute", "no_substance")
 # Below this the model's 'emergency' is not trusted without a keyword (a 12345 matter would be lost).
@@ -37,6 +37,7 @@ class Verdict:
     message: str | None = None
     service: EmergencyService | None = None
     place_found: str | None = None
+    urgent_rule: UrgentRule | None = None
 
     def as_json(self, text: str) -> dict[str, Any]:
         return {
@@ -124,33 +125,53 @@ def _ranking(nlu: dict[str, Any]) -> list[tuple[str, float]]:
     return [(r["name"], float(r.get("confidence") or 0.0)) for r in ranking if r.get("name") != "nlu_fallback"]
 
 
-def _screened(kind: str, confidence: float, profile: Profile, urgent: bool, place: str | None = None) -> Verdict:
+def _screened(
+    kind: str, confidence: float, profile: Profile, urgent: UrgentRule | None, place: str | None = None
+) -> Verdict:
     rule = profile.screen_rule(kind)
     return Verdict(
         accepted=False,
         category=None,
         reason=kind,
-        urgent=urgent,
+        urgent=urgent is not None,
         confidence=confidence,
         article=rule.article if rule else None,
         message=rule.message if rule else None,
         place_found=place,
+        urgent_rule=urgent,
     )
 
 
+def urgent_rule(text: str, profile: Profile) -> UrgentRule | None:
+    """The profile's urgent rule the request falls under (停水停电, 灾害, 弱势群体…), if any."""
+    return next((r for r in profile.urgent_rules if matched_keyword(text, r.keywords)), None)
+
+
 def is_urgent(text: str, profile: Profile) -> bool:
-    return any(word in text for word in profile.urgent_keywords)
+    return urgent_rule(text, profile) is not None
+
+
+def real_name_rule(text: str, profile: Profile) -> RealNameRule | None:
+    """A request the profile takes only with name, ID number and phone (桂林 第十二条), if any."""
+    if profile.real_name is None:
+        return None
+    return next((r for r in profile.real_name.rules if matched_keyword(text, r.keywords)), None)
+
+
+def wants_confidentiality(text: str, profile: Profile) -> bool:
+    """诉求人要求保密: recorded on the work order so the handling unit never reveals the citizen."""
+    return matched_keyword(text, profile.confidentiality_keywords) is not None
 
 
 def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
     """Screen one citizen message given the NLU result (`/model/parse` or the tracker's latest message)."""
     clean = normalize(text)
-    urgent = is_urgent(clean, profile)
+    urgent = urgent_rule(clean, profile)
     ranking = _ranking(nlu)
     top, top_conf = ranking[0] if ranking else (None, 0.0)
 
     if not has_content(clean):
-        return _screened("no_substance", 1.0, profile, False)
+        return _screened("no_substance", 1.0, profile, None)
 
     service = emergency_service(clean, profile)
     if service is not None or (top == "emergency" and top_conf >= EMERGENCY_MIN_CONFIDENCE):
@@ -178,6 +199,6 @@ def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
         len(clean) < MIN_REQUEST_CHARS or not kinds or (dialogue_turn and len(clean) < DIALOGUE_MAX_CHARS)
     ):
         # A dialogue turn (你好, 好的) or an unsure screened guess on a short text: not a request.
-        return Verdict(False, None, None, urgent, top_conf)
+        return Verdict(False, None, None, urgent is not None, top_conf, urgent_rule=urgent)
     category, confidence = kinds[0]
-    return Verdict(profile.accepts(category), category, None, urgent, confidence)
+    return Verdict(profile.accepts(category), category, None, urgent is not None, confidence, urgent_rule=urgent)

@@ -170,6 +170,18 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_show(args: argparse.Namespace) -> int:
+    from profiles import ProfileError, load
+    from profiles.describe import describe
+
+    try:
+        print(describe(load(args.name)))
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     nlu.add_argument("--min-f1", type=float, default=0.85)
     nlu.set_defaults(func=cmd_nlu_eval)
     sub.add_parser("profiles", help="list the jurisdiction profiles").set_defaults(func=cmd_profiles)
+    profile = sub.add_parser("profile", help="one jurisdiction profile").add_subparsers(dest="action", required=True)
+    show = profile.add_parser("show", help="print a profile's rules in readable Chinese")
+    show.add_argument("name")
+    show.set_defaults(func=cmd_profile_show)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -20,10 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from channels.base import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
+from gateway.limits import SenderLimits
 from gateway.models import Conversation, Message, utcnow
 from gateway.outbox import enqueue
+from handoff import followups
 from handoff.workorders import IntakeError, create_from_intake
 from profiles import Profile
+from profiles import load as load_profile
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class Router:
         self.coordinator = coordinator
         self.profile = profile
         self.max_text_chars = max_text_chars
+        self.limits = SenderLimits(sessions)
         self.notify: Notify | None = None  # set by channels that can push (WebSocket)
         # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
         self.outbox_channels: set[str] = set()
@@ -193,16 +197,24 @@ class Router:
             )
         if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
+        decision = await self.limits.check(conv, text, self._profile(conv))
+        if decision.limited_text is not None:
+            return await self._finish(conv, inbound, [Reply(decision.limited_text)], status="limited", delivered=delivered)
         try:
-            return await self._ask_bot(conv, inbound, text, delivered=delivered)
+            replies = await self._ask_bot(conv, inbound, text, delivered=delivered, warning=decision.warning)
+            return replies
         except BotUnavailable as exc:
             log.warning("bot unavailable for conversation %s: %s", conv.id, exc)
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
 
+    def _profile(self, conv: Conversation) -> Profile:
+        """The conversation's jurisdiction (fixed when it started), not whatever is configured now."""
+        return self.profile if conv.profile == self.profile.id else load_profile(conv.profile)
+
     async def _ask_bot(
-        self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True
+        self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None
     ) -> list[Reply]:
-        prefix: list[Reply] = []
+        prefix: list[Reply] = [Reply(warning)] if warning else []
         if len(text) > self.max_text_chars:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
             text = text[: self.max_text_chars]
@@ -217,15 +229,18 @@ class Router:
 
     async def _act(self, conv: Conversation, payload: dict[str, Any]) -> list[Reply]:
         """The bot's custom payloads: the only way it asks the gateway to do something."""
+        profile = self._profile(conv)
+        if isinstance(payload.get("withdraw"), dict) or isinstance(payload.get("supplement"), dict):
+            return [Reply(await self._follow_up(conv, profile, payload))]
         if isinstance(payload.get("intake"), dict):
             try:
                 receipt = await create_from_intake(
-                    self.sessions, payload["intake"], self.profile, channel=conv.channel, conversation_id=conv.id
+                    self.sessions, payload["intake"], profile, channel=conv.channel, conversation_id=conv.id
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
                 return [Reply("抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。")]
-            log.info("work order %s for conversation %s (new=%s)", receipt.number, conv.id, receipt.created)
+            log.info("work order %s for conversation %s (%s)", receipt.number, conv.id, receipt.outcome)
             return [Reply(receipt.citizen_text())]
         if payload.get("handoff") == "agent":
             async with self.sessions() as session:
@@ -233,6 +248,18 @@ class Router:
                 await session.commit()
             conv.state = "waiting"
         return []
+
+    async def _follow_up(self, conv: Conversation, profile: Profile, payload: dict[str, Any]) -> str:
+        """Withdraw or supplement one of the citizen's own orders."""
+        kind = "withdraw" if isinstance(payload.get("withdraw"), dict) else "supplement"
+        body = payload[kind]
+        number = body.get("number") if isinstance(body.get("number"), str) else None
+        # On SMS the sender is the phone itself; elsewhere the citizen may give the registered phone.
+        phones = [body.get("phone"), conv.sender_id if conv.channel == "sms" else None]
+        common = {"conversation_id": conv.id, "number": number, "phones": phones, "channel": conv.channel}
+        if kind == "withdraw":
+            return await followups.withdraw(self.sessions, profile, **common)
+        return await followups.supplement(self.sessions, profile, text=str(body.get("text") or ""), **common)
 
     async def _finish(
         self,

@@ -1,8 +1,11 @@
-"""The built-in work-order backend: create an order idempotently from a finished intake."""
+"""The built-in work-order backend: create an order idempotently from a finished intake, or attach
+it to the citizen's open order for the same matter, or screen it as a repeat of a closed one."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +14,31 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
+from bot.knowledge import similarity
 from gateway.models import Message, WorkOrder, WorkOrderEvent, utcnow
 from handoff.deadlines import CHINA_TZ, due_date
 from profiles import Profile
+
+# Orders a new request can still be attached to; replied and closed ones are done, withdrawn ones gone.
+OPEN_STATUSES = ("created", "dispatched", "signed", "extended", "returned", "reopened")
+CLOSED_STATUSES = ("replied", "closed")
+# Share of a new description's character bigrams absent from the closed order: below it, no new facts.
+NEW_FACTS_MIN = 0.35
+
+
+def contact_key(phone: str | None) -> str | None:
+    """A stable pseudonym for a contact number, so repeats are found without searching by phone."""
+    digits = re.sub(r"\D", "", phone or "")
+    if not digits:
+        return None
+    return hashlib.sha256(f"hotline12345-contact:{digits}".encode()).hexdigest()[:32]
+
+
+def new_facts_share(new: str, old: str) -> float:
+    grams = {new[i : i + 2] for i in range(len(new) - 1)}
+    if not grams:
+        return 0.0
+    return len(grams - {old[i : i + 2] for i in range(len(old) - 1)}) / len(grams)
 
 
 class IntakeError(ValueError):
@@ -22,22 +47,55 @@ class IntakeError(ValueError):
 
 @dataclass(frozen=True)
 class Receipt:
+    """What happened to an intake, and what the citizen is told."""
+
     number: str
     category_label: str
     limit_working_days: int
     due_at: dt.datetime
     urgent: bool
     created: bool
+    outcome: str = "created"  # created | attached (to an open order) | repeat (of a closed one, screened)
+    urgent_note: str | None = None
+    confidential: bool = False
+    repeat_message: str | None = None
 
     def citizen_text(self) -> str:
         due = self.due_at.astimezone(CHINA_TZ)
-        text = (
-            f"您的{self.category_label}诉求已受理，工单号：{self.number}。"
-            f"承办单位将在{self.limit_working_days}个工作日内（{due.year}年{due.month}月{due.day}日前）办理并答复您。"
-        )
-        if self.urgent:
+        if self.outcome == "repeat":
+            return f"{self.repeat_message}（原工单号：{self.number}）"
+        if self.outcome == "attached":
+            return (
+                f"您反映的事项与正在办理中的工单{self.number}是同一件事，已将本次反映的内容补充到该工单，"
+                f"不再重复登记。承办单位会在{due.year}年{due.month}月{due.day}日前答复您。"
+            )
+        text = f"您的{self.category_label}诉求已受理，工单号：{self.number}。"
+        if self.urgent_note:
+            text += self.urgent_note
+        elif self.urgent:
             text += "该诉求已标记为紧急，将优先派发处理。"
+        text += f"承办单位将在{self.limit_working_days}个工作日内（{due.year}年{due.month}月{due.day}日前）办理并答复您。"
+        if self.confidential:
+            text += "已按您的要求对您的个人信息保密。"
         return text + "请记好工单号，以便查询进度。"
+
+
+def _receipt(order: WorkOrder, profile: Profile, *, created: bool, outcome: str = "created") -> Receipt:
+    spec = profile.categories.get(order.category)
+    rule = profile.urgent_rule(order.urgent_reason)
+    repeat = profile.screen_rule("repeat")
+    return Receipt(
+        order.number or "",
+        spec.label if spec else order.category,
+        order.limit_working_days,
+        order.due_at,
+        order.urgent,
+        created,
+        outcome,
+        rule.citizen_note() if rule else None,
+        order.confidential,
+        repeat.message if repeat else "该诉求已办结，同一事实和理由不再重复受理。",
+    )
 
 
 def _transcript(messages: list[Message]) -> list[dict[str, Any]]:
@@ -66,17 +124,36 @@ async def create_from_intake(
     now = now or utcnow()
     urgent = bool(intake.get("urgent"))
 
+    key = contact_key(intake.get("phone"))
     async with sessions() as session:
         existing = await session.scalar(select(WorkOrder).where(WorkOrder.intake_id == intake_id))
         if existing is not None:
-            return Receipt(existing.number or "", spec.label, existing.limit_working_days, existing.due_at, existing.urgent, False)
+            return _receipt(existing, profile, created=False)
+        if key is not None:
+            earlier = await _same_matter(session, profile, key, category, intake)
+            if earlier is not None:
+                receipt = _fold_into(earlier, profile, intake, channel, now)
+                if receipt is not None:
+                    await session.commit()
+                    return receipt
         transcript: list[dict[str, Any]] = []
         if conversation_id is not None:
             rows = await session.scalars(
                 select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id.desc()).limit(60)
             )
             transcript = _transcript(list(reversed(rows.all())))
-        dispatch_hours = profile.urgent_dispatch_hours if urgent else profile.dispatch_hours
+        rule = profile.urgent_rule(intake.get("urgent_rule")) if urgent else None
+        dispatch_due_at = now + dt.timedelta(hours=profile.dispatch_hours)
+        due_at = due_date(now, spec.limit_working_days, count_start_day=profile.count_start_day)
+        if rule is not None:
+            if rule.immediate:
+                dispatch_due_at = now
+            for hours in (rule.dispatch_hours, rule.onsite_hours, (rule.sign_minutes or 0) / 60 or None):
+                if hours is not None:  # on site in 2 h or signed in 30 min means dispatched before then
+                    dispatch_due_at = min(dispatch_due_at, now + dt.timedelta(hours=hours))
+            if rule.resolve_hours is not None:
+                due_at = min(due_at, now + dt.timedelta(hours=rule.resolve_hours))
+        anonymous = bool(intake.get("anonymous"))
         order = WorkOrder(
             intake_id=intake_id,
             profile=profile.id,
@@ -86,14 +163,21 @@ async def create_from_intake(
             urgent=urgent,
             facts={k: intake.get(k) for k in ("content", "event_time", "place")},
             contact_phone=intake.get("phone"),
-            contact_name=None if intake.get("anonymous") else intake.get("name"),
-            anonymous=bool(intake.get("anonymous")),
+            contact_name=None if anonymous else intake.get("name"),
+            anonymous=anonymous,
             transcript=transcript,
             status="created",
             created_at=now,
-            dispatch_due_at=now + dt.timedelta(hours=dispatch_hours),
-            due_at=due_date(now, spec.limit_working_days, count_start_day=profile.count_start_day),
+            dispatch_due_at=dispatch_due_at,
+            due_at=due_at,
             limit_working_days=spec.limit_working_days,
+            confidential=bool(intake.get("confidential")) or anonymous,
+            contact_id_number=intake.get("id_number"),
+            urgent_reason=rule.id if rule else None,
+            contact_key=key,
+            supplements=[],
+            repeat_count=0,
+            escalated=False,
         )
         session.add(order)
         try:
@@ -107,7 +191,74 @@ async def create_from_intake(
         order.number = f"{profile.work_order_prefix}{local:%Y%m%d}{order.id:06d}"
         session.add(WorkOrderEvent(work_order_id=order.id, status="created", note=f"{channel} intake", at=now))
         await session.commit()
-        return Receipt(order.number, spec.label, spec.limit_working_days, order.due_at, urgent, True)
+        return _receipt(order, profile, created=True)
+
+
+async def _same_matter(
+    session: AsyncSession, profile: Profile, key: str, category: str, intake: dict[str, Any]
+) -> WorkOrder | None:
+    """The citizen's most recent order for the same matter: same contact, kind and place, similar content."""
+    rows = await session.scalars(
+        select(WorkOrder)
+        .where(
+            WorkOrder.profile == profile.id,
+            WorkOrder.contact_key == key,
+            WorkOrder.category == category,
+            WorkOrder.status.in_(OPEN_STATUSES + CLOSED_STATUSES),
+        )
+        .order_by(WorkOrder.id.desc())
+        .limit(20)
+        .options(selectinload(WorkOrder.events))
+    )
+    content, place = str(intake.get("content") or ""), str(intake.get("place") or "")
+    for order in rows:
+        old_place = str(order.facts.get("place") or "")
+        same_place = not place or not old_place or place == old_place or similarity(place, old_place) >= 0.5
+        if same_place and similarity(content, str(order.facts.get("content") or "")) >= profile.repeats.similarity:
+            return order
+    return None
+
+
+def _fold_into(order: WorkOrder, profile: Profile, intake: dict[str, Any], channel: str, now: dt.datetime) -> Receipt | None:
+    """Attach a repeat to an open order, or screen a closed one's repeat that brings no new facts.
+    None: a closed matter with new facts, which becomes a new order."""
+    intake_id = str(intake["intake_id"])
+    content = str(intake.get("content") or "")
+    if order.status in CLOSED_STATUSES and new_facts_share(content, str(order.facts.get("content") or "")) >= NEW_FACTS_MIN:
+        return None
+    seen = any(s.get("intake_id") == intake_id for s in order.supplements or [])
+    if not seen:
+        order.repeat_count += 1
+        entry = {"at": now.isoformat(), "channel": channel, "intake_id": intake_id, "text": content, "kind": "repeat"}
+        order.supplements = [*(order.supplements or []), entry]
+        order.events.append(WorkOrderEvent(status="repeat", note=f"repeat {order.repeat_count} via {channel}", at=now))
+        if order.repeat_count > profile.repeats.escalate_after and not order.escalated:
+            order.escalated = True
+            order.events.append(
+                WorkOrderEvent(status="escalated", note=f"{profile.repeats.article}: {order.repeat_count} repeats", at=now)
+            )
+    outcome = "attached" if order.status in OPEN_STATUSES else "repeat"
+    return _receipt(order, profile, created=False, outcome=outcome)
+
+
+async def mark_complex(
+    sessions: async_sessionmaker[AsyncSession], number: str, profile: Profile, *, note: str = ""
+) -> WorkOrder | None:
+    """A handling unit declares an order complex: the profile's complex-case limit replaces the kind's
+    (枝江 第十七条(二) 复杂 15 个工作日), counted from the order's creation. None where no such limit exists."""
+    if profile.complex_limit_working_days is None:
+        return None
+    async with sessions() as session:
+        order = await session.scalar(
+            select(WorkOrder).where(WorkOrder.number == number).options(selectinload(WorkOrder.events))
+        )
+        if order is None:
+            return None
+        order.limit_working_days = profile.complex_limit_working_days
+        order.due_at = due_date(order.created_at, order.limit_working_days, count_start_day=profile.count_start_day)
+        order.events.append(WorkOrderEvent(status="complex", note=note or (profile.complex_article or ""), at=utcnow()))
+        await session.commit()
+        return order
 
 
 async def get_by_number(sessions: async_sessionmaker[AsyncSession], number: str) -> WorkOrder | None:

@@ -7,6 +7,7 @@ Pure standard library + PyYAML so that the gateway (current Python) and the bot'
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,9 +29,17 @@ SCREEN_KINDS = (
     "out_of_jurisdiction",
     "repeat",
 )
-FACTS = ("content", "event_time", "place", "phone")
+FACTS = ("content", "event_time", "place", "phone", "name", "id_number")
 RATINGS = ("very_satisfied", "satisfied", "basically_satisfied", "unsatisfied", "very_unsatisfied")
 AFTER_LAST_REDO = ("expert_review", "revisit", "close")
+
+
+# YAML folds long lines with a space; between two CJK characters (or punctuation) that space is an error.
+_CJK_GAP = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])\s+(?=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])")
+
+
+def citizen_text(value: str) -> str:
+    return _CJK_GAP.sub("", value.strip())
 
 
 class ProfileError(ValueError):
@@ -59,6 +68,87 @@ class EmergencyService:
 class ScreenRule:
     kind: str
     article: str
+    message: str
+
+
+@dataclass(frozen=True)
+class UrgentRule:
+    """A kind of request handled faster (outages, pollution, disasters, vulnerable people)."""
+
+    id: str
+    label: str
+    article: str
+    keywords: tuple[str, ...]
+    dispatch_hours: float | None = None  # the order must be dispatched within
+    sign_minutes: float | None = None  # the handling unit must sign within
+    onsite_hours: float | None = None  # someone must be on site within
+    resolve_hours: float | None = None  # the matter must be closed within
+    immediate: bool = False  # dispatched at once (内蒙古 第十条)
+
+    def citizen_note(self) -> str:
+        """One sentence for the citizen: what the rule promises, in the document's terms."""
+        parts = []
+        if self.immediate:
+            parts.append("立即派发承办单位")
+        elif self.dispatch_hours is not None:
+            parts.append(f"{_hours(self.dispatch_hours)}内派发承办单位")
+        if self.sign_minutes is not None:
+            parts.append(f"承办单位{_hours(self.sign_minutes / 60)}内签收")
+        if self.onsite_hours is not None:
+            parts.append(f"{_hours(self.onsite_hours)}内到达现场")
+        if self.resolve_hours is not None:
+            parts.append(f"{_hours(self.resolve_hours)}内办结")
+        return f"您反映的属于{self.label}，已按紧急诉求处理：" + "，".join(parts) + "。"
+
+
+def _hours(hours: float) -> str:
+    if hours < 1:
+        return f"{round(hours * 60)}分钟"
+    return f"{hours:g}小时"
+
+
+@dataclass(frozen=True)
+class RealNameRule:
+    """Requests that need name, ID number and phone (桂林 第十二条) and how to recognise them."""
+
+    id: str
+    label: str
+    keywords: tuple[str, ...]
+    facts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RealNamePolicy:
+    article: str
+    rules: tuple[RealNameRule, ...]
+    decline_message: str
+
+
+@dataclass(frozen=True)
+class RepeatRules:
+    article: str
+    similarity: float  # content similarity (0-1) above which two requests are the same matter
+    escalate_after: int  # more repeats than this flag the order for escalation
+
+
+@dataclass(frozen=True)
+class WithdrawalRules:
+    allowed: bool
+    article: str
+    supplement_restarts_clock: bool
+    supplement_article: str
+
+
+@dataclass(frozen=True)
+class AbuseRules:
+    """Flooding and abusive senders are limited for a time (济源 第三十三条); their messages are kept."""
+
+    article: str
+    flood_messages: int  # more than this many messages …
+    flood_window_s: int  # … within this window is flooding
+    strikes: int  # this many abusive messages limit the sender
+    limit_hours: float
+    keywords: tuple[str, ...]
     message: str
 
 
@@ -98,9 +188,7 @@ class Profile:
     dispatch_hours: float
     required_facts: dict[str, tuple[str, ...]]
     name_policy: str
-    urgent_keywords: tuple[str, ...]
-    urgent_dispatch_hours: float
-    urgent_article: str
+    urgent_rules: tuple[UrgentRule, ...]
     emergency_article: str
     emergency_services: tuple[EmergencyService, ...]
     emergency_past_markers: tuple[str, ...]
@@ -108,6 +196,14 @@ class Profile:
     screening_min_confidence: float
     knowledge_base: Path | None
     survey: SurveyRules
+    real_name: RealNamePolicy | None
+    confidentiality_article: str
+    confidentiality_keywords: tuple[str, ...]
+    repeats: RepeatRules
+    withdrawal: WithdrawalRules
+    abuse: AbuseRules
+    complex_limit_working_days: int | None
+    complex_article: str | None
     # What to do with a reply WeChat will not deliver (48-hour window): "sms" to the contact phone,
     # and/or "marker" (shown when the citizen next writes). Empty: keep it for an agent.
     undeliverable_fallback: tuple[str, ...] = ("marker",)
@@ -121,6 +217,14 @@ class Profile:
 
     def screen_rule(self, kind: str) -> ScreenRule | None:
         return self.screening.get(kind)
+
+    def urgent_rule(self, rule_id: str | None) -> UrgentRule | None:
+        return next((r for r in self.urgent_rules if r.id == rule_id), None)
+
+    def real_name_rule(self, rule_id: str | None) -> RealNameRule | None:
+        if self.real_name is None:
+            return None
+        return next((r for r in self.real_name.rules if r.id == rule_id), None)
 
 
 def _need(data: dict[str, Any], key: str, kind: type, path: Path, where: str = "") -> Any:
@@ -140,6 +244,61 @@ def _str_list(data: dict[str, Any], key: str, path: Path, where: str = "") -> tu
     if not all(isinstance(i, str) and i for i in items):
         raise ProfileError(path, f"{where}.{key}" if where else key, "expected a list of non-empty strings")
     return tuple(items)
+
+
+def _opt_float(data: dict[str, Any], key: str, path: Path, where: str) -> float | None:
+    if data.get(key) is None:
+        return None
+    value = _need(data, key, float, path, where)
+    if value <= 0:
+        raise ProfileError(path, f"{where}.{key}", "must be positive")
+    return value
+
+
+def parse_urgent(items: list[Any], path: Path) -> tuple[UrgentRule, ...]:
+    rules = []
+    for i, spec in enumerate(items):
+        where = f"urgent[{i}]"
+        if not isinstance(spec, dict):
+            raise ProfileError(path, where, "expected a mapping")
+        rule = UrgentRule(
+            id=_need(spec, "id", str, path, where),
+            label=_need(spec, "label", str, path, where),
+            article=_need(spec, "article", str, path, where),
+            keywords=_str_list(spec, "keywords", path, where),
+            dispatch_hours=_opt_float(spec, "dispatch_hours", path, where),
+            sign_minutes=_opt_float(spec, "sign_minutes", path, where),
+            onsite_hours=_opt_float(spec, "onsite_hours", path, where),
+            resolve_hours=_opt_float(spec, "resolve_hours", path, where),
+            immediate=bool(spec.get("immediate", False)),
+        )
+        if not (rule.immediate or rule.dispatch_hours or rule.sign_minutes or rule.onsite_hours or rule.resolve_hours):
+            raise ProfileError(path, where, "an urgent rule needs a limit (dispatch_hours, sign_minutes, onsite_hours, "
+                               "resolve_hours) or immediate: true")
+        rules.append(rule)
+    return tuple(rules)
+
+
+def parse_real_name(data: dict[str, Any] | None, path: Path) -> RealNamePolicy | None:
+    if data is None:
+        return None
+    rules = []
+    for i, spec in enumerate(_need(data, "rules", list, path, "real_name")):
+        where = f"real_name.rules[{i}]"
+        facts = _str_list(spec, "facts", path, where)
+        unknown = [f for f in facts if f not in FACTS]
+        if unknown:
+            raise ProfileError(path, f"{where}.facts", f"unknown facts {unknown}; expected {FACTS}")
+        rules.append(
+            RealNameRule(
+                _need(spec, "id", str, path, where), _need(spec, "label", str, path, where),
+                _str_list(spec, "keywords", path, where), facts,
+            )
+        )
+    return RealNamePolicy(
+        _need(data, "article", str, path, "real_name"), tuple(rules),
+        citizen_text(_need(data, "decline_message", str, path, "real_name")),
+    )
 
 
 def parse_survey(data: dict[str, Any], path: Path) -> SurveyRules:
@@ -212,12 +371,22 @@ def parse_profile(path: Path) -> Profile:
             raise ProfileError(path, f"screening.{kind}", f"unknown kind; expected one of {SCREEN_KINDS}")
         where = f"screening.{kind}"
         screening[kind] = ScreenRule(
-            kind, _need(spec, "article", str, path, where), _need(spec, "message", str, path, where).strip()
+            kind, _need(spec, "article", str, path, where), citizen_text(_need(spec, "message", str, path, where))
         )
 
     region = _need(data, "region", dict, path)
     times = _need(data, "time_limits", dict, path)
-    urgent = _need(data, "urgent", dict, path)
+    urgent = parse_urgent(_need(data, "urgent", list, path), path)
+    confidentiality = _need(data, "confidentiality", dict, path)
+    repeats = _need(data, "repeats", dict, path)
+    similarity = _need(repeats, "similarity", float, path, "repeats")
+    if not 0 < similarity <= 1:
+        raise ProfileError(path, "repeats.similarity", "must be in (0, 1]")
+    withdrawal = _need(data, "withdrawal", dict, path)
+    abuse = _need(data, "abuse", dict, path)
+    complex_days = times.get("complex_limit_working_days")
+    if complex_days is not None and (not isinstance(complex_days, int) or complex_days < 1):
+        raise ProfileError(path, "time_limits.complex_limit_working_days", "expected a positive integer or null")
     emergency = _need(data, "emergency", dict, path)
     services = tuple(
         EmergencyService(
@@ -249,9 +418,7 @@ def parse_profile(path: Path) -> Profile:
         dispatch_hours=_need(times, "dispatch_hours", float, path, "time_limits"),
         required_facts=facts,
         name_policy=name_policy,
-        urgent_keywords=_str_list(urgent, "keywords", path, "urgent"),
-        urgent_dispatch_hours=_need(urgent, "dispatch_hours", float, path, "urgent"),
-        urgent_article=_need(urgent, "article", str, path, "urgent"),
+        urgent_rules=urgent,
         emergency_article=_need(emergency, "article", str, path, "emergency"),
         emergency_services=services,
         emergency_past_markers=tuple(emergency.get("past_markers", ())),
@@ -260,6 +427,30 @@ def parse_profile(path: Path) -> Profile:
         knowledge_base=(path.parent / kb) if kb else None,
         survey=parse_survey(_need(data, "survey", dict, path), path),
         undeliverable_fallback=_fallback(data, path),
+        real_name=parse_real_name(data.get("real_name"), path),
+        confidentiality_article=_need(confidentiality, "article", str, path, "confidentiality"),
+        confidentiality_keywords=_str_list(confidentiality, "keywords", path, "confidentiality"),
+        repeats=RepeatRules(
+            _need(repeats, "article", str, path, "repeats"), similarity,
+            _need(repeats, "escalate_after", int, path, "repeats"),
+        ),
+        withdrawal=WithdrawalRules(
+            _need(withdrawal, "allowed", bool, path, "withdrawal"),
+            _need(withdrawal, "article", str, path, "withdrawal"),
+            _need(withdrawal, "supplement_restarts_clock", bool, path, "withdrawal"),
+            _need(withdrawal, "supplement_article", str, path, "withdrawal"),
+        ),
+        abuse=AbuseRules(
+            article=_need(abuse, "article", str, path, "abuse"),
+            flood_messages=_need(abuse, "flood_messages", int, path, "abuse"),
+            flood_window_s=_need(abuse, "flood_window_s", int, path, "abuse"),
+            strikes=_need(abuse, "strikes", int, path, "abuse"),
+            limit_hours=_need(abuse, "limit_hours", float, path, "abuse"),
+            keywords=_str_list(abuse, "keywords", path, "abuse"),
+            message=citizen_text(_need(abuse, "message", str, path, "abuse")),
+        ),
+        complex_limit_working_days=complex_days,
+        complex_article=times.get("complex_article"),
     )
 
 

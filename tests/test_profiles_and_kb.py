@@ -19,7 +19,7 @@ def test_jiyuan_rules_from_the_regulation() -> None:
     assert JIYUAN.count_start_day is True
     assert "praise" not in JIYUAN.categories  # 第九条 does not list 表扬
     assert JIYUAN.facts_for("complaint") == ("content", "event_time", "place", "phone")  # 第十一条
-    assert JIYUAN.urgent_dispatch_hours == 2  # 第十六条
+    assert {r.id: r.dispatch_hours for r in JIYUAN.urgent_rules} == {"outage": 2, "pollution_disaster": 2}  # 第十六条
 
 
 def test_broken_profile_names_file_and_key(tmp_path: Path) -> None:

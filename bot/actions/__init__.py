@@ -6,8 +6,12 @@ from bot.actions.intake import (
     ActionFinishConfirmation,
     ActionRequestHuman,
     ActionStartIntake,
+    ActionSubmitSupplement,
+    ActionSupplement,
+    ActionWithdraw,
     ValidateConfirmForm,
     ValidateIntakeForm,
+    ValidateSupplementForm,
 )
 
 __all__ = [
@@ -16,6 +20,10 @@ __all__ = [
     "ActionFinishConfirmation",
     "ActionRequestHuman",
     "ActionStartIntake",
+    "ActionSubmitSupplement",
+    "ActionSupplement",
+    "ActionWithdraw",
     "ValidateConfirmForm",
     "ValidateIntakeForm",
+    "ValidateSupplementForm",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from abc import abstractmethod
 from typing import Any
 
 from rasa_sdk import Action, FormValidationAction, Tracker
@@ -16,19 +17,34 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from bot import facts, knowledge
-from bot.screening import Verdict, emergency_message, emergency_service, screen
+from bot.screening import (
+    Verdict,
+    emergency_message,
+    emergency_service,
+    outside_place,
+    real_name_rule,
+    screen,
+    wants_confidentiality,
+)
 from profiles import Profile, load
 
 log = logging.getLogger(__name__)
 
-FACT_SLOTS = ("content", "event_time", "place", "phone", "name")
-INTAKE_SLOTS = (*FACT_SLOTS, "category", "urgent", "intake_id", "anonymous", "confirmation", "correct_field")
-FIELD_LABELS = {"content": "诉求内容", "event_time": "发生时间", "place": "地点", "phone": "联系电话", "name": "称呼"}
+FACT_SLOTS = ("content", "event_time", "place", "phone", "name", "id_number")
+INTAKE_SLOTS = (
+    *FACT_SLOTS, "category", "urgent", "urgent_rule", "real_name_rule", "real_name_required", "confidential", "intake_id", "anonymous",
+    "confirmation", "correct_field", "supplement_number", "supplement_text",
+)
+FIELD_LABELS = {
+    "content": "诉求内容", "event_time": "发生时间", "place": "地点", "phone": "联系电话", "name": "称呼",
+    "id_number": "身份证号码",
+}
 # Words a citizen uses for each fact when asking to change it.
 FIELD_WORDS = {
     "place": ("地址", "地点", "位置", "地方", "路口", "小区"),
     "event_time": ("时间", "日期", "几点", "哪天"),
     "phone": ("电话", "手机", "号码", "联系方式"),
+    "id_number": ("身份证",),
     "name": ("名字", "姓名", "称呼", "匿名"),
     "content": ("内容", "情况", "描述", "问题", "事情"),
 }
@@ -85,10 +101,15 @@ class ActionStartIntake(Action):
                 )
                 return reset_intake()
 
+        identity = real_name_rule(text, profile)
         events: list[EventType] = [
             *reset_intake(),
             SlotSet("category", verdict.category),
             SlotSet("urgent", verdict.urgent),
+            SlotSet("urgent_rule", verdict.urgent_rule.id if verdict.urgent_rule else None),
+            SlotSet("real_name_rule", identity.id if identity else None),
+            SlotSet("real_name_required", identity is not None and "name" in identity.facts),
+            SlotSet("confidential", wants_confidentiality(text, profile)),
             SlotSet("intake_id", uuid.uuid4().hex),
             SlotSet("anonymous", False),
         ]
@@ -104,12 +125,25 @@ class ActionStartIntake(Action):
         if phone is not None:
             events.append(SlotSet("phone", phone))
         label = profile.categories[verdict.category].label
-        note = "（已标记为紧急诉求，将优先派发）" if verdict.urgent else ""
-        dispatcher.utter_message(text=f"好的，您的诉求属于“{label}”类{note}。为了尽快为您办理，还需要确认几项信息。")
+        lines = [f"好的，您的诉求属于“{label}”类。"]
+        if verdict.urgent_rule is not None:
+            lines.append(verdict.urgent_rule.citizen_note())
+        if identity is not None and profile.real_name is not None:
+            needed = "、".join(FIELD_LABELS[f] for f in identity.facts)
+            lines.append(
+                f"根据{profile.short_name}的规定（{profile.real_name.article}），{identity.label}需要提供{needed}，"
+                "您的信息将严格保密。"
+            )
+        lines.append("为了尽快为您办理，还需要确认几项信息。")
+        dispatcher.utter_message(text="".join(lines))
         return [*events, FollowupAction("intake_form")]
 
 
-def _emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
+def end_form() -> list[EventType]:
+    return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
+
+
+def emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
     """An emergency typed in the middle of a form ends the form at once: it never enters a work order."""
     text = tracker.latest_message.get("text") or ""
     intent = (tracker.latest_message.get("intent") or {}).get("name")
@@ -120,27 +154,79 @@ def _emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile:
         text=emergency_message(profile, service),
         json_message={"screened": {"reason": "emergency", "article": profile.emergency_article, "confidence": 1.0}},
     )
-    return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
+    return end_form()
 
 
-class ValidateIntakeForm(FormValidationAction):
+def real_name_declined(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
+    """A citizen who will not give what a real-name rule demands is told why the request cannot be taken
+    (桂林 第十二条: 拒绝提供或要求保密的, 不予受理)."""
+    rule = profile.real_name_rule(tracker.get_slot("real_name_rule"))
+    requested = tracker.get_slot("requested_slot")
+    if rule is None or profile.real_name is None or requested not in rule.facts:
+        return None
+    text = tracker.latest_message.get("text") or ""
+    intent = (tracker.latest_message.get("intent") or {}).get("name")
+    refuses = intent in ("deny", "anonymous") or facts.declines(text) or (
+        requested == "name" and facts.wants_anonymity(text)
+    )
+    if not refuses:
+        return None
+    dispatcher.utter_message(
+        text=profile.real_name.decline_message,
+        json_message={"declined": {"rule": rule.id, "article": profile.real_name.article}},
+    )
+    return end_form()
+
+
+def outside_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
+    """A place answer outside the jurisdiction ends the intake with the referral."""
+    if tracker.get_slot("requested_slot") != "place":
+        return None
+    place = facts.place_answer(tracker.latest_message.get("text") or "", profile)
+    if place is None or outside_place(place, profile) is None:
+        return None
+    rule = profile.screen_rule("out_of_jurisdiction")
+    dispatcher.utter_message(
+        text=rule.message if rule else "该地点不在本热线受理范围内。",
+        json_message={"screened": {"reason": "out_of_jurisdiction", "article": rule.article if rule else None}},
+    )
+    return end_form()
+
+
+class StoppableForm(FormValidationAction):
+    """A form that some answers end at once (an emergency, a refusal, a place outside the region)."""
+
+    stops = (emergency_stop,)
+
+    @abstractmethod
+    def name(self) -> str: ...  # abstract, so the action server does not register this base class
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        profile = profile_for(tracker)
+        for stop in self.stops:
+            events = stop(dispatcher, tracker, profile)
+            if events is not None:
+                return events
+        return await super().run(dispatcher, tracker, domain)
+
+
+class ValidateIntakeForm(StoppableForm):
     """Asks only for what the profile requires for this kind of request and is still missing."""
+
+    stops = (emergency_stop, real_name_declined, outside_stop)
 
     def name(self) -> str:
         return "validate_intake_form"
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        stop = _emergency_stop(dispatcher, tracker, profile_for(tracker))
-        if stop is not None:
-            return stop
-        return await super().run(dispatcher, tracker, domain)
 
     async def required_slots(
         self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[str]:
         profile = profile_for(tracker)
-        needed = list(profile.facts_for(tracker.get_slot("category")))
-        return [*needed, "name"]
+        needed = set(profile.facts_for(tracker.get_slot("category"))) | {"name"}
+        rule = profile.real_name_rule(tracker.get_slot("real_name_rule"))
+        if rule is not None:
+            needed |= set(rule.facts)
+        return [slot for slot in FACT_SLOTS if slot in needed]
 
     def validate_content(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
         text = facts.normalize(str(value or ""))
@@ -150,7 +236,8 @@ class ValidateIntakeForm(FormValidationAction):
         previous = tracker.get_slot("content")
         if previous and previous != text and not text.startswith(previous):
             text = f"{previous}；{text}"  # a citizen adding detail keeps what they said first
-        return {"content": text[:2000]}
+        extra = {"confidential": True} if wants_confidentiality(text, profile_for(tracker)) else {}
+        return {"content": text[:2000], **extra}
 
     def validate_event_time(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
         text = str(value or "")
@@ -168,17 +255,7 @@ class ValidateIntakeForm(FormValidationAction):
         if place is None:
             dispatcher.utter_message(text="请告诉我具体地点，例如：某某街道某某小区3号楼、某某路与某某路交叉口。")
             return {"place": None}
-        from bot.screening import outside_place
-
-        outside = outside_place(place, profile)
-        if outside is not None:
-            rule = profile.screen_rule("out_of_jurisdiction")
-            dispatcher.utter_message(
-                text=rule.message if rule else "该地点不在本热线受理范围内。",
-                json_message={"screened": {"reason": "out_of_jurisdiction", "article": rule.article if rule else None}},
-            )
-            return {"place": None, "requested_slot": None, **{s: None for s in INTAKE_SLOTS}}
-        return {"place": place}
+        return {"place": place}  # a place outside the region was already stopped by outside_stop
 
     def validate_phone(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
         phone = facts.extract_phone(str(value or ""))
@@ -186,6 +263,17 @@ class ValidateIntakeForm(FormValidationAction):
             dispatcher.utter_message(text="这个号码好像不正确，请输入11位手机号，或带区号的固定电话（如0391-6633123）。")
             return {"phone": None}
         return {"phone": phone}
+
+    def validate_id_number(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        try:
+            number = facts.extract_id_number(str(value or ""))
+        except facts.IdNumberError:
+            dispatcher.utter_message(text="这个身份证号码校验不通过（最后一位校验码或出生日期不对），请核对后重新输入18位身份证号码。")
+            return {"id_number": None}
+        if number is None:
+            dispatcher.utter_message(text="请输入18位居民身份证号码（最后一位可能是X），您的信息将严格保密。")
+            return {"id_number": None}
+        return {"id_number": number}
 
     def validate_name(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
         text = str(value or "")
@@ -203,19 +291,33 @@ def summary(tracker: Tracker, profile: Profile) -> str:
     category = tracker.get_slot("category")
     label = profile.categories[category].label if category in profile.categories else "诉求"
     lines = [f"请核对您的{label}信息："]
-    for slot in profile.facts_for(category):
+    for slot in shown_fields(profile, tracker):
         value = tracker.get_slot(slot)
         if slot == "phone":
             value = facts.mask_phone(value)
+        elif slot == "id_number":
+            value = facts.mask_id_number(value)
+        elif slot == "name":
+            value = value or "匿名"
         lines.append(f"· {FIELD_LABELS[slot]}：{value}")
-    lines.append(f"· {FIELD_LABELS['name']}：{tracker.get_slot('name') or '匿名'}")
+    if tracker.get_slot("confidential"):
+        lines.append("· 保密：是（您的个人信息不会透露给被反映方）")
     lines.append("信息无误请点“确认提交”；需要修改请点“修改”或直接告诉我要改的内容。")
     return "\n".join(lines)
 
 
-def field_buttons(profile: Profile, category: str | None) -> list[dict[str, str]]:
-    fields = [*profile.facts_for(category), "name"]
-    return [{"title": f"改{FIELD_LABELS[f]}", "payload": f'/correct{{"field":"{f}"}}'} for f in fields]
+def shown_fields(profile: Profile, tracker: Tracker) -> list[str]:
+    needed = set(profile.facts_for(tracker.get_slot("category"))) | {"name"}
+    rule = profile.real_name_rule(tracker.get_slot("real_name_rule"))
+    if rule is not None:
+        needed |= set(rule.facts)
+    return [slot for slot in FACT_SLOTS if slot in needed]
+
+
+def field_buttons(profile: Profile, tracker: Tracker) -> list[dict[str, str]]:
+    return [
+        {"title": f"改{FIELD_LABELS[f]}", "payload": f'/correct{{"field":"{f}"}}'} for f in shown_fields(profile, tracker)
+    ]
 
 
 class ActionAskConfirmation(Action):
@@ -231,7 +333,7 @@ class ActionAskConfirmation(Action):
         named = field_in(text) or any(e.get("entity") == "field" for e in tracker.latest_message.get("entities", []))
         if intent in ("correct", "deny") and not named and tracker.active_loop_name == "confirm_form":
             dispatcher.utter_message(
-                text="请问要修改哪一项？", buttons=field_buttons(profile, tracker.get_slot("category"))
+                text="请问要修改哪一项？", buttons=field_buttons(profile, tracker)
             )
             return []
         dispatcher.utter_message(
@@ -252,17 +354,11 @@ def field_in(text: str) -> str | None:
     return None
 
 
-class ValidateConfirmForm(FormValidationAction):
+class ValidateConfirmForm(StoppableForm):
     """Turns the citizen's answer to the summary into yes / correct <field>, or asks again."""
 
     def name(self) -> str:
         return "validate_confirm_form"
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        stop = _emergency_stop(dispatcher, tracker, profile_for(tracker))
-        if stop is not None:
-            return stop
-        return await super().run(dispatcher, tracker, domain)
 
     def validate_confirmation(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
         text = facts.normalize(str(value or ""))
@@ -299,6 +395,10 @@ class ActionFinishConfirmation(Action):
             "profile": profile.id,
             "category": tracker.get_slot("category"),
             "urgent": bool(tracker.get_slot("urgent")),
+            "urgent_rule": tracker.get_slot("urgent_rule"),
+            "real_name_rule": tracker.get_slot("real_name_rule"),
+            "confidential": bool(tracker.get_slot("confidential")),
+            "id_number": tracker.get_slot("id_number"),
             "content": tracker.get_slot("content"),
             "event_time": tracker.get_slot("event_time"),
             "place": tracker.get_slot("place"),
@@ -319,6 +419,11 @@ def _value_in_correction(field: str | None, text: str, profile: Profile) -> str 
         return fact.display() if fact else None
     if field == "place":
         return facts.extract_place(text, profile)
+    if field == "id_number":
+        try:
+            return facts.extract_id_number(text)
+        except facts.IdNumberError:
+            return None
     return None
 
 
@@ -343,3 +448,71 @@ class ActionRequestHuman(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         dispatcher.utter_message(response="utter_handoff", json_message={"handoff": "agent"})
         return [SlotSet("requested_slot", None), ActiveLoop(None)]
+
+
+class ActionWithdraw(Action):
+    """撤回: the gateway finds the citizen's open order (by number, or their recent ones) and answers."""
+
+    def name(self) -> str:
+        return "action_withdraw"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        text = tracker.latest_message.get("text") or ""
+        dispatcher.utter_message(
+            json_message={"withdraw": {"number": facts.extract_order_number(text), "phone": facts.extract_phone(text)}}
+        )
+        return []
+
+
+SUPPLEMENT_WORDS = ("补充", "追加", "情况", "一下", "材料", "新的", "工单", "我要", "想要", "还有", "之前", "上次", "反映的")
+
+
+def supplement_substance(text: str) -> str:
+    """What is left of a supplement message without the number and the words that only announce it."""
+    rest = facts.normalize(text)
+    number = facts.extract_order_number(rest)
+    if number:
+        rest = rest.upper().replace(number, "")
+    for word in SUPPLEMENT_WORDS:
+        rest = rest.replace(word, "")
+    return "".join(ch for ch in rest if ch.isalnum())
+
+
+class ActionSupplement(Action):
+    """补充: new facts for an order already made; asks for them when the message only announces them."""
+
+    def name(self) -> str:
+        return "action_supplement"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        text = tracker.latest_message.get("text") or ""
+        number = facts.extract_order_number(text)
+        if len(supplement_substance(text)) >= 6:
+            dispatcher.utter_message(json_message={"supplement": {"number": number, "phone": facts.extract_phone(text), "text": facts.normalize(text)}})
+            return []
+        return [SlotSet("supplement_number", number), SlotSet("supplement_text", None), FollowupAction("supplement_form")]
+
+
+class ValidateSupplementForm(StoppableForm):
+    def name(self) -> str:
+        return "validate_supplement_form"
+
+    def validate_supplement_text(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
+        text = facts.normalize(str(value or ""))
+        if not facts.has_content(text) or len(text) < 4:
+            dispatcher.utter_message(text="请直接写明要补充的新情况，例如：昨晚又吵到凌晨两点。")
+            return {"supplement_text": None}
+        return {"supplement_text": text[:2000]}
+
+
+class ActionSubmitSupplement(Action):
+    def name(self) -> str:
+        return "action_submit_supplement"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        dispatcher.utter_message(
+            json_message={
+                "supplement": {"number": tracker.get_slot("supplement_number"), "text": tracker.get_slot("supplement_text")}
+            }
+        )
+        return [SlotSet("supplement_number", None), SlotSet("supplement_text", None)]
