@@ -33,6 +33,11 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 MAX_EXTENSION_DAYS = 30
 
 
+def aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
 class TransitionError(ValueError):
     """The event does not follow from the order's current status (or its data is unusable)."""
 
@@ -57,7 +62,7 @@ async def apply(
     if event == "extended":
         if not isinstance(days, int) or not 1 <= days <= MAX_EXTENSION_DAYS:
             raise TransitionError(f"extended needs days: an integer from 1 to {MAX_EXTENSION_DAYS}")
-        values["due_at"] = due_date(order.due_at, days, count_start_day=False)
+        values["due_at"] = due_date(aware(order.due_at), days, count_start_day=False)
         values["limit_working_days"] = order.limit_working_days + days
         note = note or f"延期{days}个工作日"
     elif event == "reopened":

@@ -44,13 +44,12 @@ LABELS = {
 }
 BAD = ("unsatisfied", "very_unsatisfied")
 ACTIVE = ("queued", "open")  # the citizen can answer
-SUMMARY_CHARS = 16
 LATE_DAYS = 7  # a reply this long after the window is still matched to the survey (and answered)
 
-SURVEY_TEXT = (
-    "您的工单{number}已办理，答复：{summary}。请回复1满意、2基本满意、3不满意，"
-    "{hours}小时内未回复视为{default}。回复TD退订"
-)
+# One 70-character SMS with the signature where the answer's summary allows. No "回复TD退订": that line
+# belongs to promotional SMS (Alibaba's template rules); 退订/TD is still honoured when a citizen sends it.
+SURVEY_TEXT = "您的工单尾号{short}已办理：{summary}。回复1满意2基本满意3不满意，{hours}小时未回复视为{default}"
+MIN_SUMMARY = 6
 ACK_GOOD = "感谢评价！工单尾号{short}已记录：{label}。"
 ACK_CORRECT_HINT = "如有误，{hours}小时内可回复更正。"
 ACK_REDO = "工单尾号{short}已记录：{label}。工单将退回承办单位重新办理，工作人员会电话回访您。"
@@ -137,9 +136,9 @@ def short_number(number: str | None) -> str:
     return (number or "")[-4:]
 
 
-def summarise(answer: str) -> str:
-    text = re.sub(r"\s+", "", answer)
-    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+def summarise(answer: str, limit: int) -> str:
+    text = re.sub(r"\s+", "", answer).rstrip("。.")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- the service ---------------------------------------------------------------------------------
@@ -162,7 +161,11 @@ class SurveyService:
         clock: Clock = utcnow,
         on_enqueued: Callable[[], None] | None = None,
         batch: int = 500,
+        sign_name: str = "12345热线",
+        segment_chars: int = 70,
     ) -> None:
+        self.sign_name = sign_name
+        self.segment_chars = segment_chars
         self.sessions = sessions
         self.profile = profile
         self.clock = clock
@@ -306,10 +309,14 @@ class SurveyService:
         return queued
 
     def survey_text(self, number: str, answer: str) -> str:
+        """Names the order, summarises the answer, gives the scale and the default; the summary is
+        cut so that the whole fits one SMS with the 【signature】 (never below MIN_SUMMARY characters)."""
         rules = self.profile.survey
-        hours = f"{rules.window_hours:g}"
-        return SURVEY_TEXT.format(number=number, summary=summarise(answer), hours=hours,
-                                  default=LABELS[rules.default_rating])
+        fields = {"short": short_number(number), "hours": f"{rules.window_hours:g}",
+                  "default": LABELS[rules.default_rating]}
+        fixed = len(SURVEY_TEXT.format(summary="", **fields))
+        room = self.segment_chars - len(self.sign_name) - 2 - fixed
+        return SURVEY_TEXT.format(summary=summarise(answer, max(MIN_SUMMARY, room)), **fields)
 
     async def mark_sent(self, session: AsyncSession, survey_id: int, now: dt.datetime) -> None:
         """The provider accepted the survey SMS: the reply window starts now (in the sender's transaction)."""
@@ -437,7 +444,7 @@ class SurveyService:
         return True
 
     def _answerable(self, survey: Survey, now: dt.datetime) -> bool:
-        in_window = survey.due_at is None or survey.due_at > now
+        in_window = survey.due_at is None or lifecycle.aware(survey.due_at) > now
         if survey.status in ACTIVE:
             return in_window
         return survey.status == "answered" and in_window
@@ -458,7 +465,12 @@ class SurveyService:
                 .order_by(func.coalesce(Survey.sent_at, Survey.send_at).desc(), Survey.id.desc())
             )
         ).all()
-        return [_Target(s, n or "") for s, n in rows]
+        latest: dict[int, _Target] = {}  # only an order's latest round can be answered or corrected
+        for survey, number in rows:
+            current = latest.get(survey.work_order_id)
+            if current is None or survey.round > current.survey.round:
+                latest[survey.work_order_id] = _Target(survey, number or "")
+        return [t for t in (_Target(s, n or "") for s, n in rows) if latest[t.survey.work_order_id].survey is t.survey]
 
     async def _rate(self, session: AsyncSession, target: _Target, rating: str, text: str, now: dt.datetime) -> str:
         survey = target.survey

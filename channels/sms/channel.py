@@ -108,11 +108,10 @@ class SmsSender:
         if not parts:
             return SendResult("failed", error="empty SMS")
         async with self.sessions() as session:
-            done = dict(
-                (await session.execute(
-                    select(SmsRecord.part, SmsRecord.provider_id).where(SmsRecord.outbox_id == item.id)
-                )).tuples().all()
+            rows = await session.execute(
+                select(SmsRecord.part, SmsRecord.provider_id).where(SmsRecord.outbox_id == item.id)
             )
+            done: dict[int, str | None] = {part: provider_id for part, provider_id in rows}
         for number, part in enumerate(parts, 1):
             if number in done:
                 continue
@@ -332,7 +331,8 @@ async def tencent_status(request: web.Request) -> web.Response:
 def setup_runtime(app: web.Application, router: Router, settings: Settings, *, outbox_max_attempts: int = 10,
                   on_enqueued: Callable[[], None] | None = None) -> SmsRuntime:
     """Register the "sms" sender and the survey timers; call `close()` on shutdown."""
-    surveys = SurveyService(router.sessions, router.profile, on_enqueued=on_enqueued)
+    surveys = SurveyService(router.sessions, router.profile, on_enqueued=on_enqueued,
+                            sign_name=settings.sms_sign_name, segment_chars=settings.sms_segment_chars)
     provider = make_provider(settings)
     runtime = SmsRuntime(router, surveys, provider, settings)
     router.outbox_channels.add(NAME)
