@@ -122,12 +122,13 @@ async def sms_gateway(
     tmp_path: Path, provider: ProviderServer, *, kind: str = "alibaba", rasa_url: str | None = None,
     clock: Clock | None = None, wake: bool = False, **overrides: Any,
 ) -> AsyncIterator[SmsGateway]:
-    settings = settings_for(
-        tmp_path, rasa_url or f"http://127.0.0.1:{free_port()}", sms_provider=kind, sms_api_url=provider.url,
-        sms_key_id=KEY_ID, sms_key_secret=KEY_SECRET, sms_app_id="1400006666", sms_sign_name="济源12345",
-        sms_template_reply="SMS_100001", sms_template_survey="SMS_100002", survey_interval_s=3600.0,
-        outbox_interval_s=3600.0, ticket_callback_secret="callback-secret", **overrides,
-    )
+    values: dict[str, Any] = {
+        "sms_provider": kind, "sms_api_url": provider.url, "sms_key_id": KEY_ID, "sms_key_secret": KEY_SECRET,
+        "sms_app_id": "1400006666", "sms_sign_name": "济源12345", "sms_template_reply": "SMS_100001",
+        "sms_template_survey": "SMS_100002", "survey_interval_s": 3600.0, "outbox_interval_s": 3600.0,
+        "ticket_callback_secret": "callback-secret", **overrides,
+    }
+    settings = settings_for(tmp_path, rasa_url or f"http://127.0.0.1:{free_port()}", **values)
     clock = clock or Clock(morning())
     async with gateway_client(settings) as client:
         gw = SmsGateway(client, provider, clock)

@@ -43,6 +43,8 @@ class ProviderServer:
     down: bool = False
     rejected: int = 0  # requests refused for a bad signature
     fail_numbers: dict[str, str] = field(default_factory=dict)  # phone → provider error code
+    calls: int = 0
+    down_on_calls: set[int] = field(default_factory=set)  # a short outage at these request numbers
     server: TestServer | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -50,6 +52,10 @@ class ProviderServer:
     def url(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.port}"
+
+    def is_down(self) -> bool:
+        self.calls += 1
+        return self.down or self.calls in self.down_on_calls
 
     def texts(self, phone: str | None = None) -> list[str]:
         return [s.text for s in self.sent if phone is None or s.phone.endswith(phone)]
@@ -78,7 +84,7 @@ class AlibabaServer(ProviderServer):
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if self.down:
+        if self.is_down():
             return web.json_response({"Code": "ServiceUnavailable", "Message": "service unavailable"}, status=503)
         auth = request.headers.get("Authorization", "")
         match = re.match(r"ACS3-HMAC-SHA256 Credential=([^,]+),SignedHeaders=([^,]+),Signature=([0-9a-f]+)$", auth)
@@ -129,7 +135,7 @@ class TencentServer(ProviderServer):
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         request_id = uuid.uuid4().hex
-        if self.down:
+        if self.is_down():
             return web.Response(status=502, text="bad gateway")
         auth = request.headers.get("Authorization", "")
         match = re.match(
