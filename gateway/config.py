@@ -43,6 +43,7 @@ class Settings:
     sms_callback_token: str = ""  # required as ?token= on the SMS callback URLs when set
     ticket_callback_secret: str = ""  # HMAC-SHA256 key of external ticket-system callbacks
     ticket_callback_window_s: int = 300
+    ticket_webhook_url: str = ""  # where to tell an external ticket system about reopened orders
     survey_interval_s: float = 30.0
 
     @classmethod
@@ -74,5 +75,6 @@ class Settings:
             sms_callback_token=os.environ.get("HOTLINE_SMS_CALLBACK_TOKEN", cls.sms_callback_token),
             ticket_callback_secret=os.environ.get("HOTLINE_TICKET_CALLBACK_SECRET", cls.ticket_callback_secret),
             ticket_callback_window_s=_int("HOTLINE_TICKET_CALLBACK_WINDOW_S", cls.ticket_callback_window_s),
+            ticket_webhook_url=os.environ.get("HOTLINE_TICKET_WEBHOOK_URL", cls.ticket_webhook_url),
             survey_interval_s=float(os.environ.get("HOTLINE_SURVEY_INTERVAL_S", cls.survey_interval_s)),
         )

@@ -13,7 +13,6 @@ no-op. The answer is a masked view: handling units see what they need, not the c
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import time
@@ -25,6 +24,7 @@ from sqlalchemy import select
 from gateway.api import _authorised
 from gateway.models import Survey, WorkOrder
 from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
+from handoff.notify import sign as signature
 from handoff.survey import LABELS, SurveyService
 
 SURVEYS = web.AppKey("events_surveys", SurveyService)
@@ -113,10 +113,6 @@ async def post_event(request: web.Request) -> web.Response:
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         return _error(400, str(exc))
     return await _apply(request, request.match_info["number"], data, "api")
-
-
-def signature(secret: str, timestamp: str, raw: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
 
 
 async def post_callback(request: web.Request) -> web.Response:

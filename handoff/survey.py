@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.models import InboxKey, Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent, utcnow
 from gateway.outbox import enqueue
 from handoff import lifecycle
+from handoff.notify import CHANNEL as TICKET_WEBHOOK
 from profiles import Profile, SurveyRules
 from profiles import load as load_profile
 
@@ -163,7 +164,9 @@ class SurveyService:
         batch: int = 500,
         sign_name: str = "12345热线",
         segment_chars: int = 70,
+        webhook_url: str = "",
     ) -> None:
+        self.webhook_url = webhook_url
         self.sign_name = sign_name
         self.segment_chars = segment_chars
         self.sessions = sessions
@@ -564,6 +567,12 @@ class SurveyService:
                     await lifecycle.apply(session, order, "closed", now=now, note=f"市民评价{label}，按规定办结")
             await self._revisit(session, f"rating:{survey.id}:{survey.corrections}", "unsatisfied", order.id,
                                 survey.phone, f"市民评价{label}（第{survey.round}轮回访）")
+            if self.webhook_url:  # an external ticket system learns of it; the built-in one has the event
+                enqueue(session, channel=TICKET_WEBHOOK, recipient=self.webhook_url, dedupe_key=(
+                    f"ticket-webhook:{survey.id}:{survey.corrections}"), not_before=now, body={
+                        "number": order.number, "event": {"redo": "reopened"}.get(outcome, outcome),
+                        "rating": rating, "round": survey.round, "due_at": order.due_at.isoformat(),
+                        "at": now.isoformat()})
         await session.execute(update(Survey).where(Survey.id == survey.id).values(outcome=outcome))
         survey.outcome = outcome
         return outcome

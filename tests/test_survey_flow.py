@@ -344,3 +344,40 @@ async def test_surveys_table_survives_dataclass_profile_variants() -> None:
     assert dataclasses.replace(JIYUAN).survey.default_rating == "basically_satisfied"
     assert GUILIN.survey.default_rating == "satisfied" and HAOJIANG.survey.redo_extra_working_days is None
     assert Survey.__tablename__ == "surveys"
+
+
+async def test_an_external_ticket_system_is_told_of_the_redo(tmp_path: Path, provider: AlibabaServer) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from handoff.notify import sign
+
+    received: list[dict[str, object]] = []
+    attempts = 0
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal attempts
+        attempts += 1
+        raw = await request.read()
+        stamp = request.headers["X-Hotline-Timestamp"]
+        assert request.headers["X-Hotline-Signature"] == sign("callback-secret", stamp, raw)
+        if attempts == 1:
+            return web.Response(status=503)  # the ticket system is down once: retried, not lost
+        received.append(__import__("json").loads(raw))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with sms_gateway(tmp_path, provider, ticket_webhook_url=f"http://127.0.0.1:{server.port}/hook") as gw:
+            number = await replied_and_surveyed(gw)
+            await say(gw, "3", seq=1)
+            assert attempts == 1 and received == []
+            gw.clock.advance(minutes=5)
+            await gw.deliver()
+            [note] = received
+            assert (note["number"], note["event"], note["rating"], note["round"]) == (number, "reopened", "unsatisfied", 1)
+    finally:
+        await server.close()

@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +37,8 @@ from gateway.config import Settings
 from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsRecord
 from gateway.outbox import SENDERS, SendResult
 from gateway.router import Router
+from handoff.notify import CHANNEL as TICKET_WEBHOOK
+from handoff.notify import TicketWebhookSender
 from handoff.survey import SurveyService
 
 log = logging.getLogger(__name__)
@@ -153,6 +156,7 @@ class SmsRuntime:
         self.provider = provider
         self.settings = settings
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.http: aiohttp.ClientSession | None = None  # for the ticket webhook, when configured
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -176,6 +180,8 @@ class SmsRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.provider.close()
+        if self.http is not None:
+            await self.http.close()
 
     # -- inbound ---------------------------------------------------------------------------------
 
@@ -332,13 +338,19 @@ def setup_runtime(app: web.Application, router: Router, settings: Settings, *, o
                   on_enqueued: Callable[[], None] | None = None) -> SmsRuntime:
     """Register the "sms" sender and the survey timers; call `close()` on shutdown."""
     surveys = SurveyService(router.sessions, router.profile, on_enqueued=on_enqueued,
-                            sign_name=settings.sms_sign_name, segment_chars=settings.sms_segment_chars)
+                            sign_name=settings.sms_sign_name, segment_chars=settings.sms_segment_chars,
+                            webhook_url=settings.ticket_webhook_url)
     provider = make_provider(settings)
     runtime = SmsRuntime(router, surveys, provider, settings)
     router.outbox_channels.add(NAME)
     app[SENDERS][NAME] = SmsSender(router.sessions, provider, surveys, sign_name=settings.sms_sign_name,
                                    segment_chars=settings.sms_segment_chars, max_attempts=outbox_max_attempts)
     app[RUNTIME] = runtime
+    if settings.ticket_webhook_url:
+        if not settings.ticket_callback_secret:
+            raise ValueError("HOTLINE_TICKET_WEBHOOK_URL needs HOTLINE_TICKET_CALLBACK_SECRET to sign with")
+        runtime.http = aiohttp.ClientSession()
+        app[SENDERS][TICKET_WEBHOOK] = TicketWebhookSender(runtime.http, settings.ticket_callback_secret)
     if not settings.sms_callback_token and settings.sms_provider != "log":
         log.warning("HOTLINE_SMS_CALLBACK_TOKEN is not set: anyone can post to the SMS callback URLs")
     runtime.spawn(runtime.survey_loop(settings.survey_interval_s))
