@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -35,7 +35,10 @@ from profiles import load as load_profile
 
 log = logging.getLogger(__name__)
 
-TZ = ZoneInfo("Asia/Shanghai")
+try:
+    TZ: dt.tzinfo = ZoneInfo("Asia/Shanghai")
+except ZoneInfoNotFoundError:  # no tz database on the host: China has had no DST since 1991
+    TZ = dt.timezone(dt.timedelta(hours=8))
 LABELS = {
     "very_satisfied": "非常满意",
     "satisfied": "满意",
