@@ -26,7 +26,17 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.models import InboxKey, Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent, utcnow
+from gateway.models import (
+    Conversation,
+    InboxKey,
+    Message,
+    Revisit,
+    SmsOptOut,
+    Survey,
+    WorkOrder,
+    WorkOrderEvent,
+    utcnow,
+)
 from gateway.outbox import enqueue
 from handoff import lifecycle
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
@@ -420,6 +430,8 @@ class SurveyService:
             await self._opt_out(session, phone, text, now)
             return True
         targets = await self._targets(session, phone, now)
+        if targets and await self._bot_asked_last(session, phone, targets):
+            return False  # "1" answers the bot's latest choice (确认提交 …), not an older survey
         active = [t for t in targets if self._answerable(t.survey, now)]
         late = [t for t in targets if t not in active]
         if parsed.kind == "unreadable":
@@ -448,6 +460,20 @@ class SurveyService:
             ack = await self._rate(session, target, parsed.rating, text, now)
         self._send(session, phone, ack + extra, f"ack:{target.survey.id}:{len(target.survey.history)}", now)
         return True
+
+    @staticmethod
+    async def _bot_asked_last(session: AsyncSession, phone: str, targets: list[_Target]) -> bool:
+        """True when the bot offered choices by SMS after the latest survey SMS to this phone."""
+        asked = await session.scalar(
+            select(func.max(Message.created_at))
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Conversation.channel == "sms", Conversation.sender_id == phone, Message.direction == "out",
+                   Message.payload.is_not(None))
+        )
+        if asked is None:
+            return False
+        latest = max(lifecycle.aware(t.survey.sent_at or t.survey.send_at) for t in targets)
+        return lifecycle.aware(asked) > latest
 
     def _answerable(self, survey: Survey, now: dt.datetime) -> bool:
         in_window = survey.due_at is None or lifecycle.aware(survey.due_at) > now

@@ -381,3 +381,24 @@ async def test_an_external_ticket_system_is_told_of_the_redo(tmp_path: Path, pro
             assert (note["number"], note["event"], note["rating"], note["round"]) == (number, "reopened", "unsatisfied", 1)
     finally:
         await server.close()
+
+
+async def test_a_digit_answers_the_bots_latest_choice_not_an_older_survey(
+    gw: SmsGateway, provider: AlibabaServer
+) -> None:
+    from gateway.models import Conversation, Message
+
+    number = await replied_and_surveyed(gw)
+    gw.clock.advance(hours=2)
+    async with gw.surveys.sessions() as session:  # later, the citizen is in an SMS intake at the confirm step
+        conv = Conversation(channel="sms", sender_id=PHONE, profile="jiyuan", state="bot")
+        session.add(conv)
+        await session.flush()
+        session.add(Message(conversation_id=conv.id, direction="out", text="请确认", status="outbox", created_at=gw.clock(),
+                            payload={"buttons": [{"title": "确认提交", "payload": "/affirm"}]}))
+        await session.commit()
+    await say(gw, "1", seq=1)
+    assert (await gw.survey(number)).status == "open"  # not taken as a rating
+    async with gw.surveys.sessions() as session:
+        texts = (await session.scalars(select(Message.text).where(Message.direction == "in"))).all()
+    assert list(texts) == ["/affirm"]  # the button's payload went to the bot
