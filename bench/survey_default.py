@@ -21,6 +21,7 @@ import glob
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -110,9 +111,12 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-async def callbacks(n: int, concurrency: int = 20) -> dict[str, float]:
+async def callbacks(n: int, concurrency: int = 20, wal: bool = False) -> dict[str, float]:
     provider = await AlibabaServer().start()
     tmp = Path(tempfile.mkdtemp())
+    if wal:  # journal_mode=WAL is stored in the file: every connection the gateway opens then uses it
+        with contextlib.closing(sqlite3.connect(tmp / "bench.db")) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}", rasa_url=f"http://127.0.0.1:{free_port()}",
         retry_interval_s=3600, survey_interval_s=3600, sms_provider="alibaba", sms_api_url=provider.url,
@@ -173,6 +177,7 @@ async def main() -> None:
     parser.add_argument("--surveys", type=int, default=10_000)
     parser.add_argument("--callbacks", type=int, default=2000)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--wal", action="store_true", help="also measure callbacks with SQLite in WAL mode")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         seconds = await defaults(f"sqlite+aiosqlite:///{tmp}/defaults.db", args.surveys)
@@ -185,6 +190,9 @@ async def main() -> None:
               f"({args.surveys / seconds:,.0f}/s)")
     for name, rate in (await callbacks(args.callbacks)).items():
         print(f"callbacks/s, {name}: {rate:,.0f}")
+    if args.wal:
+        for name, rate in (await callbacks(args.callbacks, wal=True)).items():
+            print(f"callbacks/s, SQLite WAL, {name}: {rate:,.0f}")
     print(f"(CPU: {os.cpu_count()} cores; SQLite; 20 concurrent senders; each callback one item)")
 
 

@@ -39,6 +39,7 @@ from gateway.models import (
 )
 from gateway.outbox import enqueue
 from handoff import lifecycle
+from handoff.deadlines import due_date
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
 from profiles import Profile, SurveyRules
 from profiles import load as load_profile
@@ -270,7 +271,32 @@ class SurveyService:
     async def tick(self) -> dict[str, int]:
         """One pass: send surveys that are due, then default those whose window ended."""
         now = self.clock()
-        return {"sent": await self.send_due(now), "defaulted": await self.apply_defaults(now)}
+        return {"sent": await self.send_due(now), "defaulted": await self.apply_defaults(now),
+                "overdue": await self.flag_overdue(now)}
+
+    async def flag_overdue(self, now: dt.datetime) -> int:
+        """A survey still not out after the profile's limit (济源: 3 working days; 濠江: 1) goes to a
+        person as well; the SMS is still sent when it can be."""
+        limit = self.profile.survey.send_within_working_days
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Survey)
+                    .where(Survey.status.in_(("scheduled", "queued")), Survey.created_at <= now - dt.timedelta(days=1))
+                    .order_by(Survey.id)
+                    .limit(self.batch)
+                )
+            ).all()
+            flagged = 0
+            for survey in rows:
+                deadline = due_date(lifecycle.aware(survey.created_at), limit, count_start_day=False)
+                key = f"overdue:{survey.id}"
+                if now > deadline and await session.scalar(select(Revisit.id).where(Revisit.dedupe_key == key)) is None:
+                    await self._revisit(session, key, "survey_overdue", survey.work_order_id, survey.phone,
+                                        f"回访短信超过{limit}个工作日仍未发出，请人工回访")
+                    flagged += 1
+            await session.commit()
+        return flagged
 
     async def send_due(self, now: dt.datetime) -> int:
         rules = self.profile.survey

@@ -296,6 +296,10 @@ async def test_provider_outage_loses_nothing(gw: SmsGateway, provider: AlibabaSe
     assert survey.status == "queued" and survey.due_at is None  # the window has not started
     gw.clock.advance(hours=30)
     assert (await gw.tick())["defaulted"] == 0  # no default for an SMS nobody received
+    gw.clock.advance(days=6)  # past 济源's 3 working days: a person phones; the SMS still goes when it can
+    assert (await gw.tick())["overdue"] == 1
+    assert (await gw.tick())["overdue"] == 0
+    assert [r.reason for r in await gw.revisits()] == ["survey_overdue"]
     provider.down = False
     gw.clock.advance(minutes=20)
     await gw.deliver()

@@ -168,7 +168,8 @@ class SmsRuntime:
             try:
                 counts = await self.surveys.tick()
                 if any(counts.values()):
-                    log.info("surveys: %d sent, %d defaulted", counts["sent"], counts["defaulted"])
+                    log.info("surveys: %d sent, %d defaulted, %d overdue", counts["sent"], counts["defaulted"],
+                             counts["overdue"])
             except Exception:
                 log.exception("survey pass failed; will try again")
             await asyncio.sleep(interval_s)
