@@ -599,8 +599,7 @@ class SurveyService:
         """What a rating does to the order: close it, or (unsatisfied) redo, expert review or revisit."""
         label = LABELS[rating]
         if rating not in BAD:
-            if order.status in ("replied", "expert_review"):
-                await lifecycle.apply(session, order, "closed", now=now, note=f"市民评价{label}")
+            await self._move(session, order, "closed", now, f"市民评价{label}")
             outcome = "closed"
         else:
             redos = await session.scalar(
@@ -609,17 +608,15 @@ class SurveyService:
                 )
             ) or 0
             rules = profile.survey
-            if redos < rules.max_redos:
-                outcome = "redo"
-                await lifecycle.apply(session, order, "reopened", now=now, profile=profile,
-                                      note=f"市民评价{label}，退回承办单位重新办理（{rules.article}）")
-            else:
-                outcome = rules.after_last_redo
-                if outcome == "expert_review":
-                    await lifecycle.apply(session, order, "expert_review", now=now,
-                                          note=f"重办后市民仍评价{label}，启动专业评价")
-                elif outcome == "close" and order.status == "replied":
-                    await lifecycle.apply(session, order, "closed", now=now, note=f"市民评价{label}，按规定办结")
+            outcome = "redo" if redos < rules.max_redos else rules.after_last_redo
+            if outcome == "redo":
+                moved = await self._move(session, order, "reopened", now,
+                                         f"市民评价{label}，退回承办单位重新办理（{rules.article}）", profile)
+                outcome = "redo" if moved else "revisit"  # e.g. the unit already closed it by hand
+            elif outcome == "expert_review":
+                await self._move(session, order, "expert_review", now, f"重办后市民仍评价{label}，启动专业评价")
+            elif outcome == "close":
+                await self._move(session, order, "closed", now, f"市民评价{label}，按规定办结")
             await self._revisit(session, f"rating:{survey.id}:{survey.corrections}", "unsatisfied", order.id,
                                 survey.phone, f"市民评价{label}（第{survey.round}轮回访）")
             if self.webhook_url:  # an external ticket system learns of it; the built-in one has the event
@@ -631,6 +628,17 @@ class SurveyService:
         await session.execute(update(Survey).where(Survey.id == survey.id).values(outcome=outcome))
         survey.outcome = outcome
         return outcome
+
+    @staticmethod
+    async def _move(session: AsyncSession, order: WorkOrder, event: str, now: dt.datetime, note: str,
+                    profile: Profile | None = None) -> bool:
+        """Apply a survey's consequence when the order's status allows it; a rating must never fail
+        because a handling unit moved the order meanwhile (the revisit still reaches a person)."""
+        if order.status not in lifecycle.ALLOWED[event]:
+            log.info("work order %s: %s skipped, status is %s", order.id, event, order.status)
+            return False
+        await lifecycle.apply(session, order, event, now=now, note=note, profile=profile)
+        return True
 
     async def _withdraw(self, session: AsyncSession, survey: Survey, order: WorkOrder, rating: str,
                         now: dt.datetime) -> None:

@@ -220,6 +220,16 @@ async def test_opt_out_is_recorded_and_honoured(gw: SmsGateway, provider: Alibab
     await say(gw, "退订", seq=2)
     assert len(provider.sent) == sent  # said once
 
+    provider.down = True  # a survey already queued when the citizen opts out is not sent either
+    third = await replied_and_surveyed(gw, "13900005555")
+    assert (await gw.survey(third)).status == "queued"
+    await say(gw, "TD", seq=3, phone="13900005555")
+    provider.down = False
+    gw.clock.advance(minutes=10)
+    await gw.deliver()
+    assert not any(s.phone == "13900005555" and "尾号" in s.text for s in provider.sent)
+    assert (await gw.survey(third)).status == "opted_out"
+
 
 async def test_unsatisfied_redo_then_the_rule_after_the_last_redo(gw: SmsGateway, provider: AlibabaServer) -> None:
     order = await gw.order()

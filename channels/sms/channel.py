@@ -34,7 +34,7 @@ from channels.sms import alibaba, tencent
 from channels.sms.base import Kind, SmsProvider, normalise_phone, segments
 from channels.sms.log import LogSms
 from gateway.config import Settings
-from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsRecord
+from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsOptOut, SmsRecord, Survey
 from gateway.outbox import SENDERS, SendResult
 from gateway.router import Router
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
@@ -110,6 +110,8 @@ class SmsSender:
         parts = segments(render(body), self.sign_name, self.segment_chars)
         if not parts:
             return SendResult("failed", error="empty SMS")
+        if survey_id is not None and await self._opted_out(phone, int(survey_id)):
+            return SendResult("failed", error="the number opted out of survey SMS")
         async with self.sessions() as session:
             rows = await session.execute(
                 select(SmsRecord.part, SmsRecord.provider_id).where(SmsRecord.outbox_id == item.id)
@@ -134,6 +136,21 @@ class SmsSender:
                 await self.surveys.mark_sent(session, int(survey_id), self.clock())
                 await session.commit()
         return SendResult("sent", provider_id=done.get(1))
+
+    async def _opted_out(self, phone: str, survey_id: int) -> bool:
+        """退订 after the survey was queued (e.g. during an outage): it is not sent; a person phones."""
+        async with self.sessions() as session:
+            if await session.scalar(select(SmsOptOut.id).where(SmsOptOut.phone == phone)) is None:
+                return False
+            survey = await session.get(Survey, survey_id)
+            result = await session.execute(
+                update(Survey).where(Survey.id == survey_id, Survey.status == "queued").values(status="opted_out")
+            )
+            if result.rowcount == 1 and survey is not None:
+                await self.surveys._revisit(session, f"optout:{survey_id}", "no_sms_survey", survey.work_order_id,
+                                            phone, "市民已退订回访短信，请人工回访")
+            await session.commit()
+        return True
 
     async def _give_up(self, item: OutboxItem, survey_id: Any, error: str) -> SendResult:
         async with self.sessions() as session:
