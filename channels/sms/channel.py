@@ -19,8 +19,10 @@ import datetime as dt
 import hmac
 import json
 import logging
+import traceback
 import unicodedata
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -34,6 +36,7 @@ from channels.sms import alibaba, tencent
 from channels.sms.base import Kind, SmsProvider, normalise_phone, segments
 from channels.sms.log import LogSms
 from gateway.config import Settings
+from gateway.logs import redact
 from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsOptOut, SmsRecord, Survey
 from gateway.outbox import SENDERS, SendResult
 from gateway.router import Router
@@ -121,6 +124,7 @@ class SmsSender:
             if number in done:
                 continue
             result = await self.provider.send(phone, part, kind=kind, out_id=f"{item.id}-{number}")
+            result = replace(result, error=redact(result.error))  # errors end up in logs and the outbox row
             if result.outcome != "sent":
                 if result.outcome == "retry" and item.attempts < self.max_attempts:
                     return SendResult("retry", error=result.error)
@@ -187,8 +191,10 @@ class SmsRuntime:
                 if any(counts.values()):
                     log.info("surveys: %d sent, %d defaulted, %d overdue", counts["sent"], counts["defaulted"],
                              counts["overdue"])
-            except Exception:
-                log.exception("survey pass failed; will try again")
+            except Exception as exc:  # no traceback text: SQL errors would carry parameters (phone numbers)
+                where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+                log.error("survey pass failed (%s at %s:%s); will try again", type(exc).__name__,
+                          where.filename if where else "?", where.lineno if where else "?")
             await asyncio.sleep(interval_s)
 
     async def close(self) -> None:
