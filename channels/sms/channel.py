@@ -344,11 +344,8 @@ async def alibaba_report(request: web.Request) -> web.Response:
 
 
 async def tencent_reply(request: web.Request) -> web.Response:
-    data = await _read_json(request)
-    if not isinstance(data, dict):
-        raise _bad("expected one JSON object")
-    [item] = _items(data, tencent.parse_reply)
-    await _runtime(request).uplink(tencent.NAME, item["phone"], item["text"], item["key"])
+    for item in _items(await _read_json(request), tencent.parse_reply):  # documented as one object; arrays too
+        await _runtime(request).uplink(tencent.NAME, item["phone"], item["text"], item["key"])
     return web.json_response(tencent.ACK)
 
 
