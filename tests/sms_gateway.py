@@ -3,6 +3,7 @@ the SMS sender and the outbox (no sleeping through 24 hours)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from channels.sms import RUNTIME
 from gateway.app import OUTBOX
 from gateway.cli import free_port
-from gateway.models import Revisit, SmsRecord, Survey, WorkOrder
+from gateway.models import Message, Revisit, SmsRecord, Survey, WorkOrder
 from handoff.survey import TZ, SurveyService
 from handoff.workorders import create_from_intake
 from profiles import Profile
@@ -64,6 +65,19 @@ class SmsGateway:
 
     async def deliver(self) -> int:
         return await self.app[OUTBOX].deliver_due()
+
+    async def settle(self, timeout_s: float = 20.0) -> None:
+        """Wait until every SMS accepted for the bot has been answered (background tasks), then deliver."""
+        for _ in range(int(timeout_s / 0.05)):
+            async with self.surveys.sessions() as session:
+                waiting = await session.scalar(
+                    select(Message.id).where(Message.direction == "in", Message.status == "received").limit(1))
+            if waiting is None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("messages for the bot were not processed in time")
+        await self.deliver()
 
     async def tick(self) -> dict[str, int]:
         counts = await self.surveys.tick()

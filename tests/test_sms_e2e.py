@@ -4,7 +4,6 @@ a web intake → `replied` through the API → the survey SMS → an SMS reply i
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gateway.models import Conversation, Message, WorkOrder
+from gateway.models import WorkOrder
 from tests.conftest import Chat
 from tests.sms_gateway import SmsGateway, sms_gateway
 from tests.sms_provider_servers import AlibabaServer, alibaba_up
@@ -72,15 +71,7 @@ async def test_web_intake_replied_survey_sms_and_reply(tmp_path: Path, rasa_url:
 async def sms_turn(gw: SmsGateway, provider: AlibabaServer, phone: str, text: str, seq: int) -> str:
     before = len(provider.sent)
     assert await alibaba_up(gw.client, phone, text, seq) == (200, OK)
-    for _ in range(300):  # the bot answers in a background task; its replies leave through the outbox
-        async with gw.surveys.sessions() as session:
-            waiting = await session.scalar(
-                select(Message.id).join(Conversation).where(
-                    Conversation.sender_id == phone, Message.direction == "in", Message.status == "received"))
-        if waiting is None:
-            break
-        await asyncio.sleep(0.1)
-    await gw.deliver()
+    await gw.settle(60)  # the bot answers in a background task; its replies leave through the outbox
     assert len(provider.sent) > before, f"no SMS answered {text!r}"
     return "".join(s.text for s in provider.sent[before:])
 

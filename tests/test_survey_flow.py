@@ -197,8 +197,7 @@ async def test_unreadable_reply_gets_one_clarifying_sms(gw: SmsGateway, provider
     survey = await gw.survey(number)
     assert survey.clarified and survey.status == "open"
     await say(gw, "嗯嗯 收到", seq=2)  # not a second clarification: it goes to the bot (offline here)
-    await asyncio.sleep(0.3)
-    await gw.deliver()
+    await gw.settle()
     assert "没看懂" not in provider.texts()[-1]
     assert (await gw.survey(number)).status == "open"
     await say(gw, "3", seq=3)
@@ -412,6 +411,7 @@ async def test_a_digit_answers_the_bots_latest_choice_not_an_older_survey(
                             payload={"buttons": [{"title": "确认提交", "payload": "/affirm"}]}))
         await session.commit()
     await say(gw, "1", seq=1)
+    await gw.settle()
     assert (await gw.survey(number)).status == "open"  # not taken as a rating
     async with gw.surveys.sessions() as session:
         texts = (await session.scalars(select(Message.text).where(Message.direction == "in"))).all()
