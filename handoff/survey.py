@@ -295,7 +295,11 @@ class SurveyService:
                     await self._revisit(session, key, "survey_overdue", survey.work_order_id, survey.phone,
                                         f"回访短信超过{limit}个工作日仍未发出，请人工回访")
                     flagged += 1
-            await session.commit()
+            try:
+                await session.commit()
+            except IntegrityError:  # another replica flagged the same surveys at the same moment
+                await session.rollback()
+                return 0
         return flagged
 
     async def send_due(self, now: dt.datetime) -> int:
