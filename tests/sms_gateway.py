@@ -27,6 +27,15 @@ from tests.conftest import gateway_client, router_of, settings_for
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, ProviderServer
 
 AUTH = {"Authorization": "Bearer test-token"}
+MATTERS = [
+    ("小区门口的路灯坏了，晚上一片漆黑", "天坛路御龙湾小区北门"),
+    ("菜市场门口下水道堵塞，污水漫到路上", "济源大道东段菜市场"),
+    ("公交站台的顶棚被风刮坏了，下雨没处躲", "宣化街公交站"),
+    ("学校门口有人占道摆摊，孩子上学很危险", "沁园街道实验小学门口"),
+    ("楼下饭店油烟直排，家里窗户都不敢开", "黄河路18号"),
+    ("公园里的健身器材螺丝松了，老人差点摔倒", "文化广场公园"),
+    ("工地半夜还在施工，噪音吵得睡不着", "北海街道建设工地"),
+]
 
 
 class Clock:
@@ -85,11 +94,14 @@ class SmsGateway:
         return counts
 
     async def order(self, phone: str = "13800001234", category: str = "complaint") -> WorkOrder:
-        """A work order straight from an intake payload (the bot's part is covered by the e2e tests)."""
+        """A work order straight from an intake payload (the bot's part is covered by the e2e tests).
+        Each call is a different matter, so it is never attached to an earlier order as a repeat."""
+        self._orders = getattr(self, "_orders", 0) + 1
+        content, place = MATTERS[(self._orders - 1) % len(MATTERS)]
         receipt = await create_from_intake(
             self.surveys.sessions,
-            {"intake_id": uuid.uuid4().hex, "category": category, "content": "小区门口路灯坏了", "event_time": "昨晚",
-             "place": "天坛路", "phone": phone, "anonymous": True},
+            {"intake_id": uuid.uuid4().hex, "category": category, "content": content, "event_time": "昨晚",
+             "place": place, "phone": phone, "anonymous": True},
             self.surveys.profile, channel="web", conversation_id=None, now=self.clock(),
         )
         async with self.surveys.sessions() as session:
