@@ -86,3 +86,18 @@ def test_segments_fit_one_sms_or_split_at_sentence_ends() -> None:
     assert parts[0].endswith("。")
     no_breaks = "一" * 150
     assert [len(p) for p in segments(no_breaks, sign)] == [61, 61, 28]
+
+
+def test_a_cloud_provider_without_credentials_stops_the_start() -> None:
+    import pytest
+
+    from channels.sms.channel import make_provider
+    from gateway.config import Settings
+
+    with pytest.raises(ValueError, match="HOTLINE_SMS_KEY_ID, HOTLINE_SMS_KEY_SECRET, HOTLINE_SMS_TEMPLATE_REPLY"):
+        make_provider(Settings(sms_provider="alibaba"))
+    with pytest.raises(ValueError, match="HOTLINE_SMS_APP_ID"):
+        make_provider(Settings(sms_provider="tencent", sms_key_id="a", sms_key_secret="b", sms_template_reply="1"))
+    with pytest.raises(ValueError, match="expected log, alibaba or tencent"):
+        make_provider(Settings(sms_provider="carrier-pigeon"))
+    assert make_provider(Settings()).name == "log"

@@ -52,7 +52,17 @@ MAX_ITEMS = 100  # per push; providers batch, but not thousands
 
 
 def make_provider(settings: Settings) -> SmsProvider:
+    """The configured provider; a cloud provider without credentials or template stops the start
+    with a message naming the variable, rather than failing every SMS later."""
     templates = {"reply": settings.sms_template_reply, "survey": settings.sms_template_survey}
+    if settings.sms_provider in ("alibaba", "tencent"):
+        needed = {"HOTLINE_SMS_KEY_ID": settings.sms_key_id, "HOTLINE_SMS_KEY_SECRET": settings.sms_key_secret,
+                  "HOTLINE_SMS_TEMPLATE_REPLY": settings.sms_template_reply}
+        if settings.sms_provider == "tencent":
+            needed["HOTLINE_SMS_APP_ID"] = settings.sms_app_id
+        missing = [name for name, value in needed.items() if not value]
+        if missing:
+            raise ValueError(f"HOTLINE_SMS_PROVIDER={settings.sms_provider} needs {', '.join(missing)}")
     if settings.sms_provider == "alibaba":
         return alibaba.AlibabaSms(
             key_id=settings.sms_key_id, key_secret=settings.sms_key_secret, sign_name=settings.sms_sign_name,
