@@ -192,7 +192,7 @@ class SurveyService:
     def profile_for(self, profile_id: str) -> Profile:
         return self.profile if profile_id == self.profile.id else load_profile(profile_id)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if self.on_enqueued is not None:
             self.on_enqueued()
 
@@ -247,7 +247,7 @@ class SurveyService:
     ) -> None:
         rounds = await session.scalar(select(func.count(Survey.id)).where(Survey.work_order_id == order.id)) or 0
         if not order.contact_phone:
-            await self._revisit(session, f"nosms:{order.id}:{rounds + 1}", "no_sms_survey", order.id, None,
+            await self.flag_revisit(session, f"nosms:{order.id}:{rounds + 1}", "no_sms_survey", order.id, None,
                                 "没有联系电话，无法短信回访")
             return
         session.add(
@@ -292,7 +292,7 @@ class SurveyService:
                 deadline = due_date(lifecycle.aware(survey.created_at), limit, count_start_day=False)
                 key = f"overdue:{survey.id}"
                 if now > deadline and await session.scalar(select(Revisit.id).where(Revisit.dedupe_key == key)) is None:
-                    await self._revisit(session, key, "survey_overdue", survey.work_order_id, survey.phone,
+                    await self.flag_revisit(session, key, "survey_overdue", survey.work_order_id, survey.phone,
                                         f"回访短信超过{limit}个工作日仍未发出，请人工回访")
                     flagged += 1
             try:
@@ -337,7 +337,7 @@ class SurveyService:
                 if result.rowcount != 1:
                     continue  # another replica took it
                 if status == "opted_out":
-                    await self._revisit(session, f"optout:{survey.id}", "no_sms_survey", survey.work_order_id,
+                    await self.flag_revisit(session, f"optout:{survey.id}", "no_sms_survey", survey.work_order_id,
                                         survey.phone, "市民已退订回访短信，请人工回访")
                     continue
                 enqueue(
@@ -351,7 +351,7 @@ class SurveyService:
                 queued += 1
             await session.commit()
         if queued:
-            self._wake()
+            self.wake()
         return queued
 
     def survey_text(self, number: str, answer: str) -> str:
@@ -381,7 +381,7 @@ class SurveyService:
             update(Survey).where(Survey.id == survey_id, Survey.status.in_(ACTIVE)).values(status="failed")
         )
         if result.rowcount == 1 and survey is not None:
-            await self._revisit(session, f"survey-failed:{survey_id}", "survey_sms_failed", survey.work_order_id,
+            await self.flag_revisit(session, f"survey-failed:{survey_id}", "survey_sms_failed", survey.work_order_id,
                                 survey.phone, f"回访短信未送达：{why}"[:500])
 
     async def apply_defaults(self, now: dt.datetime) -> int:
@@ -593,8 +593,8 @@ class SurveyService:
         self._note(survey, now, text, f"late:{rating}")
         await session.execute(update(Survey).where(Survey.id == survey.id).values(history=survey.history))
         if rating in BAD:
-            await self._revisit(session, f"late:{survey.id}", "late_unsatisfied", survey.work_order_id, survey.phone,
-                                f"回访期满后回复{LABELS[rating]}")
+            await self.flag_revisit(session, f"late:{survey.id}", "late_unsatisfied", survey.work_order_id,
+                                    survey.phone, f"回访期满后回复{LABELS[rating]}")
         return LATE.format(short=short_number(target.number), label=LABELS.get(survey.rating or "", "默认评价"))
 
     async def _consequence(
@@ -621,7 +621,7 @@ class SurveyService:
                 await self._move(session, order, "expert_review", now, f"重办后市民仍评价{label}，启动专业评价")
             elif outcome == "close":
                 await self._move(session, order, "closed", now, f"市民评价{label}，按规定办结")
-            await self._revisit(session, f"rating:{survey.id}:{survey.corrections}", "unsatisfied", order.id,
+            await self.flag_revisit(session, f"rating:{survey.id}:{survey.corrections}", "unsatisfied", order.id,
                                 survey.phone, f"市民评价{label}（第{survey.round}轮回访）")
             if self.webhook_url:  # an external ticket system learns of it; the built-in one has the event
                 enqueue(session, channel=TICKET_WEBHOOK, recipient=self.webhook_url, dedupe_key=(
@@ -664,7 +664,7 @@ class SurveyService:
             await session.execute(
                 update(Survey).where(Survey.id == survey.id, Survey.status == "scheduled").values(status="opted_out")
             )
-            await self._revisit(session, f"optout:{survey.id}", "no_sms_survey", survey.work_order_id, phone,
+            await self.flag_revisit(session, f"optout:{survey.id}", "no_sms_survey", survey.work_order_id, phone,
                                 "市民已退订回访短信，请人工回访")
         if exists is None:
             self._send(session, phone, OPTOUT_ACK, f"optout:{phone}", now)
@@ -681,7 +681,7 @@ class SurveyService:
                 dedupe_key=f"sms:{key}"[:128], not_before=now)
 
     @staticmethod
-    async def _revisit(session: AsyncSession, key: str, reason: str, work_order_id: int | None,
+    async def flag_revisit(session: AsyncSession, key: str, reason: str, work_order_id: int | None,
                        phone: str | None, note: str) -> None:
         """Flag a task for a person, once per key (a savepoint keeps the caller's transaction intact)."""
         exists = await session.scalar(select(Revisit.id).where(Revisit.dedupe_key == key))

@@ -78,7 +78,8 @@ async def test_reply_before_the_window_closes_the_order(gw: SmsGateway, provider
     gw.clock.advance(hours=3)
     await say(gw, "１", seq=1001)  # full-width digit
     survey = await gw.survey(number)
-    assert (survey.status, survey.rating, survey.defaulted, survey.outcome) == ("answered", "satisfied", False, "closed")
+    assert (survey.status, survey.rating, survey.defaulted) == ("answered", "satisfied", False)
+    assert survey.outcome == "closed"
     assert (await gw.work_order(number)).status == "closed"
     assert "已记录：满意" in provider.texts()[-1]
 
@@ -391,7 +392,8 @@ async def test_an_external_ticket_system_is_told_of_the_redo(tmp_path: Path, pro
             gw.clock.advance(minutes=5)
             await gw.deliver()
             [note] = received
-            assert (note["number"], note["event"], note["rating"], note["round"]) == (number, "reopened", "unsatisfied", 1)
+            assert (note["number"], note["event"], note["rating"]) == (number, "reopened", "unsatisfied")
+            assert note["round"] == 1
     finally:
         await server.close()
 
@@ -407,7 +409,8 @@ async def test_a_digit_answers_the_bots_latest_choice_not_an_older_survey(
         conv = Conversation(channel="sms", sender_id=PHONE, profile="jiyuan", state="bot")
         session.add(conv)
         await session.flush()
-        session.add(Message(conversation_id=conv.id, direction="out", text="请确认", status="outbox", created_at=gw.clock(),
+        session.add(Message(conversation_id=conv.id, direction="out", text="请确认", status="outbox",
+                            created_at=gw.clock(),
                             payload={"buttons": [{"title": "确认提交", "payload": "/affirm"}]}))
         await session.commit()
     await say(gw, "1", seq=1)

@@ -34,8 +34,10 @@ async def test_three_replicas_default_each_survey_once_on_postgres() -> None:
         async with services[0].sessions() as session:
             defaulted = await session.scalar(select(func.count(Survey.id)).where(Survey.status == "defaulted"))
             closed = await session.scalar(
-                select(func.count(func.distinct(WorkOrderEvent.work_order_id))).where(WorkOrderEvent.status == "closed"))
-            events = await session.scalar(select(func.count(WorkOrderEvent.id)).where(WorkOrderEvent.status == "closed"))
+                select(func.count(func.distinct(WorkOrderEvent.work_order_id)))
+                .where(WorkOrderEvent.status == "closed"))
+            events = await session.scalar(
+                select(func.count(WorkOrderEvent.id)).where(WorkOrderEvent.status == "closed"))
         assert (defaulted, closed, events) == (300, 300, 300)
         for engine in engines:
             await engine.dispose()

@@ -161,7 +161,7 @@ class SmsSender:
                 update(Survey).where(Survey.id == survey_id, Survey.status == "queued").values(status="opted_out")
             )
             if result.rowcount == 1 and survey is not None:
-                await self.surveys._revisit(session, f"optout:{survey_id}", "no_sms_survey", survey.work_order_id,
+                await self.surveys.flag_revisit(session, f"optout:{survey_id}", "no_sms_survey", survey.work_order_id,
                                             phone, "市民已退订回访短信，请人工回访")
             await session.commit()
         return True
@@ -171,7 +171,7 @@ class SmsSender:
             if survey_id is not None:
                 await self.surveys.mark_failed(session, int(survey_id), error)
             else:
-                await self.surveys._revisit(session, f"outbox:{item.id}", "sms_failed", None, item.recipient,
+                await self.surveys.flag_revisit(session, f"outbox:{item.id}", "sms_failed", None, item.recipient,
                                             f"短信未能发出：{error}"[:500])
             await session.commit()
         return SendResult("failed", error=error)
@@ -236,7 +236,7 @@ class SmsRuntime:
                 except IntegrityError:
                     await session.rollback()
                     return "duplicate"
-                self.surveys._wake()
+                self.surveys.wake()
                 return "survey"
             await session.rollback()
         text = await self._button_payload(phone, text)
@@ -294,7 +294,7 @@ class SmsRuntime:
                 if body.get("kind") == "survey" and body.get("survey_id") is not None:
                     await self.surveys.mark_failed(session, int(body["survey_id"]), error or "未送达")
                 else:
-                    await self.surveys._revisit(session, f"sms:{record.id}", "sms_undelivered", None, record.phone,
+                    await self.surveys.flag_revisit(session, f"sms:{record.id}", "sms_undelivered", None, record.phone,
                                                 f"短信未送达：{error}"[:500])
             await session.commit()
         return "delivered" if ok else "failed"
