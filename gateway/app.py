@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from channels import sms as sms_channel
 from channels import web as web_channel
-from gateway import api
+from gateway import api, events_api
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
         worker = OutboxWorker(sessions, app[SENDERS])
         app[OUTBOX] = worker
         router.on_enqueued = worker.wake
+        sms = sms_channel.setup_runtime(app, router, settings, outbox_max_attempts=worker.max_attempts,
+                                        on_enqueued=worker.wake)
+        events_api.setup_runtime(app, sms.surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
         tasks = [
             asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
@@ -80,6 +84,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await sms.close()
         await http.close()
         await coordinator.close()
         await engine.dispose()
@@ -87,6 +92,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(resources)
     web_channel.add_routes(app)
     api.add_routes(app)
+    sms_channel.add_routes(app)
+    events_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -28,6 +28,23 @@ class Settings:
     bot_timeout_s: float = 30.0
     retry_interval_s: float = 5.0
     outbox_interval_s: float = 1.0
+    # SMS channel and survey (issue 5)
+    sms_provider: str = "log"  # log | alibaba | tencent
+    sms_sign_name: str = "12345热线"
+    sms_key_id: str = ""  # Alibaba AccessKey ID / Tencent SecretId
+    sms_key_secret: str = ""  # Alibaba AccessKey secret / Tencent SecretKey
+    sms_app_id: str = ""  # Tencent SmsSdkAppId
+    sms_region: str = "ap-guangzhou"  # Tencent region
+    sms_template_reply: str = ""  # template code/id with one variable: replies and notices
+    sms_template_survey: str = ""  # template code/id with one variable: the survey
+    sms_api_url: str = ""  # provider endpoint; empty = the provider's public one
+    sms_timeout_s: float = 5.0
+    sms_segment_chars: int = 70
+    sms_callback_token: str = ""  # required as ?token= on the SMS callback URLs when set
+    ticket_callback_secret: str = ""  # HMAC-SHA256 key of external ticket-system callbacks
+    ticket_callback_window_s: int = 300
+    ticket_webhook_url: str = ""  # where to tell an external ticket system about reopened orders
+    survey_interval_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,4 +61,20 @@ class Settings:
             bot_timeout_s=float(os.environ.get("HOTLINE_BOT_TIMEOUT_S", cls.bot_timeout_s)),
             retry_interval_s=float(os.environ.get("HOTLINE_RETRY_INTERVAL_S", cls.retry_interval_s)),
             outbox_interval_s=float(os.environ.get("HOTLINE_OUTBOX_INTERVAL_S", cls.outbox_interval_s)),
+            sms_provider=os.environ.get("HOTLINE_SMS_PROVIDER", cls.sms_provider),
+            sms_sign_name=os.environ.get("HOTLINE_SMS_SIGN_NAME", cls.sms_sign_name),
+            sms_key_id=os.environ.get("HOTLINE_SMS_KEY_ID", cls.sms_key_id),
+            sms_key_secret=os.environ.get("HOTLINE_SMS_KEY_SECRET", cls.sms_key_secret),
+            sms_app_id=os.environ.get("HOTLINE_SMS_APP_ID", cls.sms_app_id),
+            sms_region=os.environ.get("HOTLINE_SMS_REGION", cls.sms_region),
+            sms_template_reply=os.environ.get("HOTLINE_SMS_TEMPLATE_REPLY", cls.sms_template_reply),
+            sms_template_survey=os.environ.get("HOTLINE_SMS_TEMPLATE_SURVEY", cls.sms_template_survey),
+            sms_api_url=os.environ.get("HOTLINE_SMS_API_URL", cls.sms_api_url).rstrip("/"),
+            sms_timeout_s=float(os.environ.get("HOTLINE_SMS_TIMEOUT_S", cls.sms_timeout_s)),
+            sms_segment_chars=_int("HOTLINE_SMS_SEGMENT_CHARS", cls.sms_segment_chars),
+            sms_callback_token=os.environ.get("HOTLINE_SMS_CALLBACK_TOKEN", cls.sms_callback_token),
+            ticket_callback_secret=os.environ.get("HOTLINE_TICKET_CALLBACK_SECRET", cls.ticket_callback_secret),
+            ticket_callback_window_s=_int("HOTLINE_TICKET_CALLBACK_WINDOW_S", cls.ticket_callback_window_s),
+            ticket_webhook_url=os.environ.get("HOTLINE_TICKET_WEBHOOK_URL", cls.ticket_webhook_url),
+            survey_interval_s=float(os.environ.get("HOTLINE_SURVEY_INTERVAL_S", cls.survey_interval_s)),
         )

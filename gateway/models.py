@@ -172,3 +172,95 @@ class OutboxItem(Base):
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+# --- SMS channel and satisfaction survey (issue 5) -------------------------------------------
+
+
+class InboxKey(Base):
+    """One row per provider callback item or ticket event already taken: callbacks are at-least-once,
+    so a unique (source, key) makes a repeated push a no-op (../shared/reference/handoff.md §3.3)."""
+
+    __tablename__ = "inbox_keys"
+    __table_args__ = (UniqueConstraint("source", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(160))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SmsRecord(Base):
+    """Every SMS segment handed to a provider (or to the log provider), and what became of it."""
+
+    __tablename__ = "sms_records"
+    __table_args__ = (UniqueConstraint("outbox_id", "part"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), default=None)
+    part: Mapped[int] = mapped_column(Integer, default=1)
+    provider: Mapped[str] = mapped_column(String(16))
+    phone: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
+    # sent (accepted by the provider) → delivered | failed (delivery report)
+    delivery: Mapped[str] = mapped_column(String(16), default="sent")
+    delivery_error: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    reported_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class Survey(Base):
+    """One satisfaction survey (回访) of one round of a work order; its times are the timers.
+
+    scheduled → queued (in the outbox) → open (provider accepted; window runs to due_at) →
+    answered | defaulted; or opted_out / failed / cancelled (a human revisit is flagged).
+    """
+
+    __tablename__ = "surveys"
+    __table_args__ = (UniqueConstraint("work_order_id", "round"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    work_order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    phone: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    answer: Mapped[str] = mapped_column(Text, default="")  # the handling unit's answer, summarised in the SMS
+    send_at: Mapped[dt.datetime] = mapped_column(index=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    due_at: Mapped[dt.datetime | None] = mapped_column(default=None, index=True)
+    rating: Mapped[str | None] = mapped_column(String(24), default=None)
+    defaulted: Mapped[bool] = mapped_column(Boolean, default=False)
+    rated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    corrections: Mapped[int] = mapped_column(Integer, default=0)
+    clarified: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)  # closed | redo | expert_review | revisit
+    history: Mapped[list[Any]] = mapped_column(JSON, default=list)  # replies as received, with what they meant
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SmsOptOut(Base):
+    """A number that replied 退订/TD: no survey SMS goes to it again."""
+
+    __tablename__ = "sms_optouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), unique=True)
+    text: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Revisit(Base):
+    """A task for a person: phone the citizen (failed SMS, unsatisfied rating, no SMS survey possible)."""
+
+    __tablename__ = "revisits"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    work_order_id: Mapped[int | None] = mapped_column(ForeignKey("work_orders.id"), default=None, index=True)
+    phone: Mapped[str | None] = mapped_column(String(32), default=None)
+    note: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,167 @@
+"""Work-order events from handling units: the built-in backend's API and an external ticket system's
+signed callback take the same payload and move the order along (handoff/lifecycle.py).
+
+POST /api/tickets/{number}/events   Authorization: Bearer …
+     {"event": "dispatched|signed|extended|returned|replied|closed", "note"?, "answer"? (replied),
+      "days"? (extended), "event_id"? (repeat-safe)}
+POST /callbacks/tickets/events      X-Hotline-Timestamp: unix seconds, X-Hotline-Signature: sha256=<hex>
+     HMAC-SHA256(secret, f"{timestamp}.{raw body}"); same payload plus "number", "event_id" required.
+
+Signed callbacks are rejected outside the replay window; within it the event_id makes a replay a
+no-op. The answer is a masked view: handling units see what they need, not the citizen's number.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from gateway.api import _authorised
+from gateway.models import Survey, WorkOrder
+from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
+from handoff.notify import sign as signature
+from handoff.survey import LABELS, SurveyService
+
+SURVEYS = web.AppKey("events_surveys", SurveyService)
+SECRET = web.AppKey("ticket_callback_secret", str)
+WINDOW = web.AppKey("ticket_callback_window_s", int)
+MAX_BODY = 16 * 1024
+FIELDS = {"event", "note", "answer", "days", "event_id", "number"}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def mask(phone: str | None) -> str | None:
+    return f"{phone[:3]}****{phone[-4:]}" if phone and len(phone) >= 7 else phone
+
+
+def order_view(order: WorkOrder) -> dict[str, Any]:
+    return {
+        "number": order.number,
+        "status": order.status,
+        "category": order.category,
+        "due_at": order.due_at.isoformat(),
+        "limit_working_days": order.limit_working_days,
+        "contact": {"phone": mask(order.contact_phone)},
+        "history": [{"status": e.status, "note": e.note, "at": e.at.isoformat()} for e in order.events],
+    }
+
+
+def parse_event(data: Any, *, need_number: bool) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(unknown)}; allowed: {', '.join(sorted(FIELDS))}")
+    event = data.get("event")
+    if event not in PUBLIC_EVENTS:
+        raise ValueError(f"event must be one of {', '.join(PUBLIC_EVENTS)}")
+    for key in ("note", "answer", "event_id", "number"):
+        if key in data and not isinstance(data[key], str):
+            raise ValueError(f"{key} must be a string")
+    if len(data.get("note", "")) > 2000 or len(data.get("answer", "")) > 2000:
+        raise ValueError("note and answer are limited to 2000 characters")
+    event_id = data.get("event_id")
+    if event_id is not None and not 0 < len(event_id) <= 128:
+        raise ValueError("event_id must be 1-128 characters")
+    days = data.get("days")
+    if days is not None and (not isinstance(days, int) or isinstance(days, bool)):
+        raise ValueError("days must be an integer")
+    if need_number and not (isinstance(data.get("number"), str) and data["number"]):
+        raise ValueError("number is required")
+    if need_number and not event_id:
+        raise ValueError("event_id is required on callbacks (it makes a replay harmless)")
+    return data
+
+
+async def _apply(request: web.Request, number: str, data: dict[str, Any], source: str) -> web.Response:
+    try:
+        order, applied = await request.app[SURVEYS].record_event(
+            number, data["event"], note=data.get("note", ""), answer=data.get("answer", ""), days=data.get("days"),
+            event_key=data.get("event_id"), source=source,
+        )
+    except TransitionError as exc:
+        return _error(409, str(exc))
+    if order is None:
+        return _error(404, "no such work order")
+    return web.json_response({"applied": applied, "order": order_view(order)})
+
+
+async def _body(request: web.Request) -> bytes | web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, f"body larger than {MAX_BODY} bytes")
+    raw = await request.content.read(MAX_BODY + 1)
+    return raw if len(raw) <= MAX_BODY else _error(413, f"body larger than {MAX_BODY} bytes")
+
+
+async def post_event(request: web.Request) -> web.Response:
+    if not _authorised(request):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    raw = await _body(request)
+    if isinstance(raw, web.Response):
+        return raw
+    try:
+        data = parse_event(json.loads(raw.decode("utf-8")), need_number=False)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        return _error(400, str(exc))
+    return await _apply(request, request.match_info["number"], data, "api")
+
+
+async def post_callback(request: web.Request) -> web.Response:
+    secret = request.app[SECRET]
+    if not secret:
+        return _error(503, "ticket callbacks are not configured (HOTLINE_TICKET_CALLBACK_SECRET)")
+    raw = await _body(request)
+    if isinstance(raw, web.Response):
+        return raw
+    timestamp = request.headers.get("X-Hotline-Timestamp", "")
+    given = request.headers.get("X-Hotline-Signature", "")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > request.app[WINDOW]:
+        return _error(401, "timestamp missing or outside the replay window")
+    if not hmac.compare_digest(given.encode(), signature(secret, timestamp, raw).encode()):
+        return _error(401, "bad signature")
+    try:
+        data = parse_event(json.loads(raw.decode("utf-8")), need_number=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return _error(400, str(exc))
+    return await _apply(request, data["number"], data, "callback")
+
+
+async def get_survey(request: web.Request) -> web.Response:
+    """The survey rounds of an order: status, rating, whether defaulted (no phone numbers)."""
+    if not _authorised(request):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    service = request.app[SURVEYS]
+    async with service.sessions() as session:
+        order = await session.scalar(select(WorkOrder).where(WorkOrder.number == request.match_info["number"]))
+        if order is None:
+            return _error(404, "no such work order")
+        rows = (await session.scalars(select(Survey).where(Survey.work_order_id == order.id).order_by(Survey.round)))
+        return web.json_response({"number": order.number, "surveys": [
+            {"round": s.round, "status": s.status, "rating": s.rating, "label": LABELS.get(s.rating or ""),
+             "defaulted": s.defaulted, "outcome": s.outcome, "corrections": s.corrections,
+             "sent_at": s.sent_at.isoformat() if s.sent_at else None,
+             "due_at": s.due_at.isoformat() if s.due_at else None}
+            for s in rows.all()
+        ]})
+
+
+def setup_runtime(app: web.Application, surveys: SurveyService, secret: str, window_s: int) -> None:
+    app[SURVEYS] = surveys
+    app[SECRET] = secret
+    app[WINDOW] = window_s
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/tickets/{number}/events", post_event)
+    app.router.add_get("/api/tickets/{number}/survey", get_survey)
+    app.router.add_post("/callbacks/tickets/events", post_callback)

@@ -1,0 +1,166 @@
+"""A gateway wired to a local SMS provider server, with one controllable clock for the survey timers,
+the SMS sender and the outbox (no sleeping through 24 hours)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from channels.sms import RUNTIME
+from gateway.app import OUTBOX
+from gateway.cli import free_port
+from gateway.models import Message, Revisit, SmsRecord, Survey, WorkOrder
+from handoff.survey import TZ, SurveyService
+from handoff.workorders import create_from_intake
+from profiles import Profile
+from tests.conftest import gateway_client, router_of, settings_for
+from tests.sms_provider_servers import KEY_ID, KEY_SECRET, ProviderServer
+
+AUTH = {"Authorization": "Bearer test-token"}
+MATTERS = [
+    ("小区门口的路灯坏了，晚上一片漆黑", "天坛路御龙湾小区北门"),
+    ("菜市场门口下水道堵塞，污水漫到路上", "济源大道东段菜市场"),
+    ("公交站台的顶棚被风刮坏了，下雨没处躲", "宣化街公交站"),
+    ("学校门口有人占道摆摊，孩子上学很危险", "沁园街道实验小学门口"),
+    ("楼下饭店油烟直排，家里窗户都不敢开", "黄河路18号"),
+    ("公园里的健身器材螺丝松了，老人差点摔倒", "文化广场公园"),
+    ("工地半夜还在施工，噪音吵得睡不着", "北海街道建设工地"),
+]
+
+
+class Clock:
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+def morning(days_ahead: int = 2, hour: int = 10) -> dt.datetime:
+    """A fixed local hour a few days ahead of the real date, so work queued with the real clock is due."""
+    day = dt.datetime.now(TZ).date() + dt.timedelta(days=days_ahead)
+    return dt.datetime.combine(day, dt.time(hour), TZ).astimezone(dt.UTC)
+
+
+@dataclass
+class SmsGateway:
+    client: TestClient
+    provider: ProviderServer
+    clock: Clock
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.server.app
+
+    @property
+    def surveys(self) -> SurveyService:
+        return self.app[RUNTIME].surveys  # type: ignore[attr-defined]
+
+    def use_profile(self, profile: Profile) -> None:
+        self.surveys.profile = profile
+
+    async def deliver(self) -> int:
+        return await self.app[OUTBOX].deliver_due()
+
+    async def settle(self, timeout_s: float = 20.0) -> None:
+        """Wait until every SMS accepted for the bot has been answered (background tasks), then deliver."""
+        for _ in range(int(timeout_s / 0.05)):
+            async with self.surveys.sessions() as session:
+                waiting = await session.scalar(
+                    select(Message.id).where(Message.direction == "in", Message.status == "received").limit(1))
+            if waiting is None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("messages for the bot were not processed in time")
+        await self.deliver()
+
+    async def tick(self) -> dict[str, int]:
+        counts = await self.surveys.tick()
+        await self.deliver()
+        return counts
+
+    async def order(self, phone: str = "13800001234", category: str = "complaint") -> WorkOrder:
+        """A work order straight from an intake payload (the bot's part is covered by the e2e tests).
+        Each call is a different matter, so it is never attached to an earlier order as a repeat."""
+        self._orders = getattr(self, "_orders", 0) + 1
+        content, place = MATTERS[(self._orders - 1) % len(MATTERS)]
+        receipt = await create_from_intake(
+            self.surveys.sessions,
+            {"intake_id": uuid.uuid4().hex, "category": category, "content": content, "event_time": "昨晚",
+             "place": place, "phone": phone, "anonymous": True},
+            self.surveys.profile, channel="web", conversation_id=None, now=self.clock(),
+        )
+        async with self.surveys.sessions() as session:
+            order = await session.scalar(select(WorkOrder).where(WorkOrder.number == receipt.number))
+            assert order is not None
+            return order
+
+    async def event(self, number: str, event: str, status: int = 200, **fields: Any) -> dict[str, Any]:
+        resp = await self.client.post(f"/api/tickets/{number}/events", json={"event": event, **fields}, headers=AUTH)
+        body = await resp.json()
+        assert resp.status == status, body
+        return body
+
+    async def replied(self, number: str, answer: str = "路灯已修复，电工到现场更换了灯泡") -> None:
+        for event in ("dispatched", "signed"):
+            await self.event(number, event)
+        await self.event(number, "replied", answer=answer)
+
+    async def survey(self, number: str, round_: int = 1) -> Survey:
+        async with self.surveys.sessions() as session:
+            survey = await session.scalar(
+                select(Survey).join(WorkOrder).where(WorkOrder.number == number, Survey.round == round_)
+            )
+            assert survey is not None
+            return survey
+
+    async def work_order(self, number: str) -> WorkOrder:
+        async with self.surveys.sessions() as session:
+            order = await session.scalar(select(WorkOrder).where(WorkOrder.number == number))
+            assert order is not None
+            return order
+
+    async def revisits(self) -> list[Revisit]:
+        async with self.surveys.sessions() as session:
+            return list((await session.scalars(select(Revisit).order_by(Revisit.id))).all())
+
+    async def records(self) -> list[SmsRecord]:
+        async with self.surveys.sessions() as session:
+            return list((await session.scalars(select(SmsRecord).order_by(SmsRecord.id))).all())
+
+
+@contextlib.asynccontextmanager
+async def sms_gateway(
+    tmp_path: Path, provider: ProviderServer, *, kind: str = "alibaba", rasa_url: str | None = None,
+    clock: Clock | None = None, wake: bool = False, **overrides: Any,
+) -> AsyncIterator[SmsGateway]:
+    values: dict[str, Any] = {
+        "sms_provider": kind, "sms_api_url": provider.url, "sms_key_id": KEY_ID, "sms_key_secret": KEY_SECRET,
+        "sms_app_id": "1400006666", "sms_sign_name": "济源12345", "sms_template_reply": "SMS_100001",
+        "sms_template_survey": "SMS_100002", "survey_interval_s": 3600.0, "outbox_interval_s": 3600.0,
+        "ticket_callback_secret": "callback-secret", **overrides,
+    }
+    settings = settings_for(tmp_path, rasa_url or f"http://127.0.0.1:{free_port()}", **values)
+    clock = clock or Clock(morning())
+    async with gateway_client(settings) as client:
+        gw = SmsGateway(client, provider, clock)
+        gw.surveys.clock = clock
+        gw.app[OUTBOX].clock = clock
+        if not wake:  # the test delivers explicitly: no background pass racing its assertions
+            gw.surveys.on_enqueued = None
+            router_of(client).on_enqueued = None
+        yield gw

@@ -1,0 +1,93 @@
+"""Issue 5's "done when", end to end with the real Rasa bot and the local Alibaba SMS server:
+a web intake → `replied` through the API → the survey SMS → an SMS reply is recorded; separately,
+24 h of simulated silence → the default rating; and a whole intake written by SMS."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gateway.models import WorkOrder
+from tests.conftest import Chat
+from tests.sms_gateway import SmsGateway, sms_gateway
+from tests.sms_provider_servers import AlibabaServer, alibaba_up
+
+pytestmark = pytest.mark.rasa
+OK = {"code": 0, "msg": "成功"}
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[AlibabaServer]:
+    server = await AlibabaServer().start()
+    yield server
+    await server.close()
+
+
+async def web_intake(gw: SmsGateway, sender: str, phone: str) -> str:
+    chat = Chat(gw.client, sender)
+    await chat.say("昨天晚上十点多，济源市天坛路和济源大道路口的烧烤店噪音太大，吵得根本睡不着，我要投诉")
+    await chat.say(f"我的手机是 {phone}")
+    await chat.say("匿名")
+    receipt = Chat.text(await chat.say("/affirm"))
+    number = re.search(r"工单号：(JY\d{14})", receipt)
+    assert number, receipt
+    return number.group(1)
+
+
+async def test_web_intake_replied_survey_sms_and_reply(tmp_path: Path, rasa_url: str, provider: AlibabaServer) -> None:
+    async with sms_gateway(tmp_path, provider, rasa_url=rasa_url) as gw:
+        number = await web_intake(gw, "e2e-sms-1", "13800007777")
+        await gw.replied(number, answer="经核查，烧烤店已整改，夜间22点后停止营业")
+        await gw.tick()
+        [survey_sms] = provider.sent
+        assert survey_sms.phone == "13800007777" and f"尾号{number[-4:]}" in survey_sms.text
+        assert "烧烤店已整改" in survey_sms.text and survey_sms.template == "SMS_100002"
+        gw.clock.advance(hours=2)
+        assert await alibaba_up(gw.client, "13800007777", "1满意", 9001) == (200, OK)
+        await gw.deliver()
+        survey = await gw.survey(number)
+        assert (survey.status, survey.rating, survey.defaulted) == ("answered", "satisfied", False)
+        assert (await gw.work_order(number)).status == "closed"
+        assert "感谢评价" in provider.sent[-1].text
+
+        # Separately: another citizen stays silent for 24 hours of simulated time.
+        silent = await web_intake(gw, "e2e-sms-2", "13800008888")
+        await gw.replied(silent, answer="已协调城管部门处理")
+        await gw.tick()
+        assert any(s.phone == "13800008888" for s in provider.sent)
+        gw.clock.advance(hours=24, seconds=1)
+        assert (await gw.tick())["defaulted"] == 1
+        survey = await gw.survey(silent)
+        assert (survey.status, survey.rating, survey.defaulted) == ("defaulted", "basically_satisfied", True)
+        resp = await gw.client.get(f"/api/tickets/{silent}", headers={"Authorization": "Bearer test-token"})
+        history = [h["status"] for h in (await resp.json())["history"]]
+        assert history == ["created", "dispatched", "signed", "replied", "closed"]
+
+
+async def sms_turn(gw: SmsGateway, provider: AlibabaServer, phone: str, text: str, seq: int) -> str:
+    before = len(provider.sent)
+    assert await alibaba_up(gw.client, phone, text, seq) == (200, OK)
+    await gw.settle(60)  # the bot answers in a background task; its replies leave through the outbox
+    assert len(provider.sent) > before, f"no SMS answered {text!r}"
+    return "".join(s.text for s in provider.sent[before:])
+
+
+async def test_a_whole_intake_by_sms(tmp_path: Path, rasa_url: str, provider: AlibabaServer) -> None:
+    phone = "13800006666"
+    async with sms_gateway(tmp_path, provider, rasa_url=rasa_url) as gw:
+        first = await sms_turn(gw, provider, phone,
+                               "昨天晚上十点多，济源市天坛路和济源大道路口的烧烤店噪音太大，吵得根本睡不着，我要投诉", 1)
+        assert "投诉" in first and "联系电话" in first
+        assert "称呼" in await sms_turn(gw, provider, phone, phone, 2)
+        summary = await sms_turn(gw, provider, phone, "匿名", 3)
+        assert "天坛路" in summary and "请回复：1确认提交、2修改、3取消" in summary
+        receipt = await sms_turn(gw, provider, phone, "1", 4)  # the first choice, by its number
+        assert re.search(r"工单号：JY\d{14}", receipt), receipt
+        assert all(len(s.text) + len("【济源12345】") <= 70 for s in provider.sent)
+        async with gw.surveys.sessions() as session:
+            order = await session.scalar(select(WorkOrder))
+        assert order is not None and (order.channel, order.contact_phone) == ("sms", phone)

@@ -1,0 +1,43 @@
+"""The default rule on PostgreSQL with three replicas at once: every expired survey defaulted once,
+every order closed once (SQLite serialises writers; PostgreSQL really runs them side by side)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+
+import pytest
+from sqlalchemy import func, select
+
+from bench.survey_default import postgres, seed
+from gateway.db import make_engine, make_sessions, migrate
+from gateway.models import Survey, WorkOrderEvent, utcnow
+from handoff.survey import SurveyService
+from profiles import load
+
+pytestmark = pytest.mark.skipif(
+    not glob.glob("/usr/lib/postgresql/*/bin/initdb") or os.geteuid() != 0,
+    reason="needs Debian's postgresql binaries and root (to run them as the postgres user)",
+)
+
+
+async def test_three_replicas_default_each_survey_once_on_postgres() -> None:
+    with postgres() as url:
+        await migrate(url)
+        now = utcnow()
+        await seed(url, 300, now)
+        engines = [make_engine(url) for _ in range(3)]
+        services = [SurveyService(make_sessions(e), load("jiyuan"), batch=50) for e in engines]
+        counts = await asyncio.gather(*(s.apply_defaults(now) for s in services))
+        assert sum(counts) == 300
+        async with services[0].sessions() as session:
+            defaulted = await session.scalar(select(func.count(Survey.id)).where(Survey.status == "defaulted"))
+            closed = await session.scalar(
+                select(func.count(func.distinct(WorkOrderEvent.work_order_id)))
+                .where(WorkOrderEvent.status == "closed"))
+            events = await session.scalar(
+                select(func.count(WorkOrderEvent.id)).where(WorkOrderEvent.status == "closed"))
+        assert (defaulted, closed, events) == (300, 300, 300)
+        for engine in engines:
+            await engine.dispose()
