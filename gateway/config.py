@@ -28,6 +28,8 @@ class Settings:
     bot_timeout_s: float = 30.0
     retry_interval_s: float = 5.0
     outbox_interval_s: float = 1.0
+    wechat_apps: str = ""  # inline JSON or a JSON/YAML file listing the WeChat apps (channels/wechat/config.py)
+    wechat_api_base: str = "https://api.weixin.qq.com"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,4 +46,6 @@ class Settings:
             bot_timeout_s=float(os.environ.get("HOTLINE_BOT_TIMEOUT_S", cls.bot_timeout_s)),
             retry_interval_s=float(os.environ.get("HOTLINE_RETRY_INTERVAL_S", cls.retry_interval_s)),
             outbox_interval_s=float(os.environ.get("HOTLINE_OUTBOX_INTERVAL_S", cls.outbox_interval_s)),
+            wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
+            wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
         )

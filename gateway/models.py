@@ -141,3 +141,14 @@ class OutboxItem(Base):
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class WeChatToken(Base):
+    """A WeChat app's access token, shared by all replicas when there is no Redis (issue 4)."""
+
+    __tablename__ = "wechat_tokens"
+
+    appid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 BOT_DOWN_TEXT = "抱歉，智能客服暂时繁忙，您的留言已保存，恢复后会第一时间回复您。紧急情况请直接拨打110、119、120或122。"
 WAITING_TEXT = "您的留言已收到，人工客服接入后会看到完整记录，请稍候。"
 TOO_LONG_TEXT = "您的留言较长，已完整保存。我们先根据前{limit}字为您处理，承办单位可以看到全文。"
+MEDIA_LABELS = {"image": "图片", "voice": "语音", "video": "视频", "shortvideo": "视频", "file": "文件"}
+MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求记录中。请再用文字简单说一下您要反映的问题：发生了什么事、在什么地方。"
+UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
+RESENT_PREFIX = "（此前未能送达的回复）"
 DUPLICATE_TTL_S = 24 * 3600
 
 Notify = Callable[[str, str, list[Reply]], Awaitable[bool]]
@@ -39,6 +43,17 @@ def bot_sender(conv: Conversation) -> str:
     """Rasa's tracker key: stable per citizen and channel, unique across databases, and not the
     citizen's phone number or openid (which would otherwise sit in Rasa's tracker store and logs)."""
     return hashlib.sha256(f"{conv.channel}:{conv.sender_id}".encode()).hexdigest()[:24]
+
+
+def replies_without_text(attachments: list[dict[str, Any]]) -> list[Reply]:
+    """What a message the bot cannot read gets (a picture, a voice note, a card): it is kept with
+    its attachments, and the citizen is asked to describe the matter in words. Provider events
+    (e.g. unsubscribe) are only kept."""
+    kinds = [a.get("type") for a in attachments]
+    if kinds and all(k == "event" for k in kinds):
+        return []
+    label = next((MEDIA_LABELS[k] for k in kinds if k in MEDIA_LABELS), None)
+    return [Reply(MEDIA_TEXT.format(label=label) if label else UNREADABLE_TEXT)]
 
 
 def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[dict[str, Any]]]:
@@ -101,7 +116,33 @@ class Router:
     async def process(self, conv: Conversation) -> list[Reply]:
         """Answer every accepted message of a conversation in the order they arrived."""
         async with self._conversation_lock(conv.channel, conv.sender_id):
+            await self._resend_queued(conv)
             return await self._drain_locked(conv)
+
+    async def _resend_queued(self, conv: Conversation) -> None:
+        """The outbox twin of `_queued_replies`: replies a provider would not deliver earlier (WeChat's
+        48-hour window, profile fallback "marker") go out again now that the citizen wrote."""
+        if conv.channel not in self.outbox_channels:
+            return
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conv.id, Message.direction == "out", Message.status == "queued")
+                    .order_by(Message.id)
+                )
+            ).all()
+            if not rows:
+                return
+            for row in rows:
+                row.status = "outbox"
+                buttons = list((row.payload or {}).get("buttons", ()))
+                enqueue(session, channel=conv.channel, recipient=conv.sender_id,
+                        body={"text": RESENT_PREFIX + row.text, "buttons": buttons},
+                        conversation_id=conv.id, message_id=row.id)
+            await session.commit()
+        if self.on_enqueued is not None:
+            self.on_enqueued()
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
         """After a crash or restart, answer messages that were kept but never processed."""
@@ -183,6 +224,10 @@ class Router:
             return row
 
     async def _route(self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True) -> list[Reply]:
+        if not text.strip():  # only channels that keep non-text messages (WeChat media) get here
+            attachments = list((inbound.payload or {}).get("attachments", ()))
+            return await self._finish(conv, inbound, replies_without_text(attachments), status="done",
+                                      delivered=delivered)
         if conv.state in ("waiting", "with_agent"):
             return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done", delivered=delivered)
         async with self.sessions() as session:
@@ -193,11 +238,28 @@ class Router:
             )
         if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
+        if conv.channel in self.outbox_channels:
+            text = await self._button_payload(conv, inbound, text)
         try:
             return await self._ask_bot(conv, inbound, text, delivered=delivered)
         except BotUnavailable as exc:
             log.warning("bot unavailable for conversation %s: %s", conv.id, exc)
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
+
+    async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
+        """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
+        last reply's buttons means that button, so the bot gets its payload, as from the web page."""
+        async with self.sessions() as session:
+            last = await session.scalar(
+                select(Message)
+                .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
+        for button in (last.payload or {}).get("buttons", ()) if last is not None else ():
+            if text.strip() == str(button.get("title", "")).strip() and button.get("payload"):
+                return str(button["payload"])
+        return text
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True
@@ -271,7 +333,7 @@ class Router:
             if payloads:
                 # Payloads are kept on the inbound message for statistics (screened reasons, KB hits).
                 await session.execute(
-                    update(Message).where(Message.id == inbound.id).values(payload={"bot": payloads})
+                    update(Message).where(Message.id == inbound.id).values(payload={**(inbound.payload or {}), "bot": payloads})
                 )
             await session.commit()
         if via_outbox and replies and self.on_enqueued is not None:
