@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from gateway.router import Router
 log = logging.getLogger(__name__)
 
 ECHOSTR_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+ACK_PRIORITY_S = 0.5  # how long answering waits for a burst of pushes to be acknowledged first
 
 
 @dataclass
@@ -41,6 +42,22 @@ class Runtime:
     max_body: int
     store: TokenStore
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    pushes_in_flight: int = 0
+    no_push_in_flight: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.no_push_in_flight.set()
+
+    @contextlib.contextmanager
+    def acknowledging(self) -> Iterator[None]:
+        self.pushes_in_flight += 1
+        self.no_push_in_flight.clear()
+        try:
+            yield
+        finally:
+            self.pushes_in_flight -= 1
+            if not self.pushes_in_flight:
+                self.no_push_in_flight.set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Keep a reference (the loop keeps only weak ones) and never let a failure go unlogged."""
@@ -48,9 +65,13 @@ class Runtime:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    @staticmethod
-    async def _guarded(coro: Coroutine[Any, Any, Any]) -> None:
+    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> None:
         try:
+            # Acknowledgements first: WeChat gives up after 5 s, a reply may take a moment longer.
+            # Under a burst, answering starts once the pushes in flight are acknowledged (or after
+            # ACK_PRIORITY_S at the latest), so the CPU goes to the acks while the burst lasts.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.no_push_in_flight.wait(), ACK_PRIORITY_S)
             await coro
         except asyncio.CancelledError:
             raise
@@ -99,6 +120,11 @@ async def push(request: web.Request) -> web.Response:
     if app is None:
         return _error(404, "unknown WeChat app")
     runtime = request.app[RUNTIME]
+    with runtime.acknowledging():
+        return await _accept(request, app, runtime)
+
+
+async def _accept(request: web.Request, app: WeChatApp, runtime: Runtime) -> web.Response:
     try:
         check_url_signature(app.token, request.query)  # before reading the body: forgeries cost nothing
         raw = await _read_limited(request, runtime.max_body)
