@@ -24,38 +24,10 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from gateway.cli import free_port
 from gateway.config import ROOT
-from tests.wechat_api_server import MINI, WeChatAPIServer, WeChatUser, apps_setting, signed_push
-
-
-class SlowBot:
-    """Speaks Rasa's REST webhook; answers after `delay_s`."""
-
-    def __init__(self) -> None:
-        self.delay_s = 0.0
-        self.calls = 0
-
-    async def webhook(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.calls += 1
-        await asyncio.sleep(self.delay_s)
-        return web.json_response([{"recipient_id": body["sender"], "text": "您的留言已收到，请问事情发生在什么地方？"}])
-
-    async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="Hello from Rasa: 3.6.21")
-
-    async def start(self) -> tuple[web.AppRunner, str]:
-        app = web.Application()
-        app.router.add_post("/webhooks/rest/webhook", self.webhook)
-        app.router.add_get("/", self.health)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner, f"http://127.0.0.1:{port}"
+from tests.wechat_api_server import MINI, SlowBot, WeChatAPIServer, WeChatUser, apps_setting, signed_push
 
 
 def percentile(values: list[float], q: float) -> float:

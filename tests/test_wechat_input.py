@@ -25,6 +25,7 @@ from tests.wechat_api_server import (
     COMPAT,
     MINI,
     OFFICIAL,
+    SlowBot,
     WeChatAPIServer,
     WeChatUser,
     api_server,
@@ -274,3 +275,49 @@ async def test_a_provider_outage_is_retried_not_lost(gw: TestClient, wechat_api:
             break
         await asyncio.sleep(0.1)
     assert wechat_api.to(user.openid) == [IMAGE_REPLY]
+
+
+async def test_the_push_is_acknowledged_before_a_slow_bot_answers(tmp_path: Path,
+                                                                   wechat_api: WeChatAPIServer) -> None:
+    """A stand-in speaking Rasa's REST webhook takes 3 s: the push is answered long before."""
+    bot = SlowBot()
+    bot.delay_s = 3.0
+    runner, bot_url = await bot.start()
+    try:
+        settings = settings_for(tmp_path, bot_url, wechat_apps=apps_setting(), wechat_api_base=wechat_api.url,
+                                outbox_interval_s=0.2)
+        async with gateway_client(settings) as client:
+            users = [WeChatUser(client, wechat_api, MINI) for _ in range(10)]
+            await asyncio.gather(*(u.push(u.fields("text", Content="天坛路的路灯坏了")) for u in users))
+            assert max(ack for u in users for ack in u.ack_ms) < 1500  # well under the bot's 3 s
+            assert not wechat_api.sent  # the replies come later, from the bot
+            await settle(client)
+            assert [len(wechat_api.to(u.openid)) for u in users] == [1] * 10
+            assert bot.calls == 10
+    finally:
+        await runner.cleanup()
+
+
+async def test_replicas_without_redis_still_store_a_push_once(tmp_path: Path, wechat_api: WeChatAPIServer) -> None:
+    """Each replica's in-process claim lets the same push through; the database's unique key stops the
+    second copy, and the other messages of that replica's batch are kept."""
+    settings = settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", wechat_apps=apps_setting(),
+                            wechat_api_base=wechat_api.url, outbox_interval_s=0.2)
+    wechat_api.enforce_window = False
+    async with gateway_client(settings) as a, gateway_client(settings) as b:
+        user = WeChatUser(a, wechat_api, OFFICIAL)
+        dup = user.fields("image", PicUrl="http://mmbiz.qpic.cn/d", MediaId="m-dup")
+        same = signed_push(OFFICIAL, dup)
+        others = [WeChatUser(a, wechat_api, OFFICIAL) for _ in range(8)]
+        pushes = [(client, same) for client in (a, b, a, b)] + [
+            (client, signed_push(OFFICIAL, u.fields("image", PicUrl="http://mmbiz.qpic.cn/o", MediaId="m")))
+            for client, u in zip([a, b] * 4, others, strict=True)
+        ]
+        answers = await asyncio.gather(*(c.post("/wechat/oa", params=q, data=body) for c, (q, body) in pushes))
+        assert [r.status for r in answers] == [200] * len(pushes)
+        await settle(a)
+        await settle(b)
+        inbound = [m for m in await rows(a) if m.direction == "in"]
+        assert [m.provider_message_id for m in inbound].count(str(dup["MsgId"])) == 1
+        assert len(inbound) == 9
+        assert len(wechat_api.to(user.openid)) == 1

@@ -156,6 +156,34 @@ class WeChatAPIServer:
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
 
+class SlowBot:
+    """Speaks Rasa's REST webhook; answers after `delay_s`."""
+
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+        self.calls = 0
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        return web.json_response([{"recipient_id": body["sender"], "text": "您的留言已收到，请问事情发生在什么地方？"}])
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="Hello from Rasa: 3.6.21")
+
+    async def start(self) -> tuple[web.AppRunner, str]:
+        app = web.Application()
+        app.router.add_post("/webhooks/rest/webhook", self.webhook)
+        app.router.add_get("/", self.health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class AppSpec:
     """What the WeChat console holds for one app (the gateway gets the same values)."""
