@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any, Protocol
 
 import aiohttp
@@ -29,6 +30,7 @@ WINDOW_ERRORS = {45015, 45047}  # outside the 48-hour window / too many replies:
 PERMANENT_ERRORS = {40003, 40008, 43004, 45002, 48001, 61007}  # bad openid/type, content, not authorised
 RATE_ERRORS = {45009, 45011}  # API quota: try again in a minute
 TOKEN_MARGIN_S = 300  # stable_token renews 5 minutes early too
+LOCAL_CACHE_S = 60  # a replica re-reads the shared token this often (a rejected one at once)
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 BUTTONS_PROMPT = "请回复："
 HELD_SMS_PREFIX = "您在微信上的留言有新回复："
@@ -107,26 +109,34 @@ class AccessTokens:
         self, app: WeChatApp, store: TokenStore, http: aiohttp.ClientSession, api_base: str, coordinator: Coordinator
     ) -> None:
         self.app, self.store, self.http, self.api_base, self.coordinator = app, store, http, api_base, coordinator
+        self._local: tuple[str, float] | None = None  # (token, monotonic expiry): no store read per send
+
+    def _remember(self, token: str) -> str:
+        self._local = (token, time.monotonic() + LOCAL_CACHE_S)
+        return token
 
     def _lock(self):  # noqa: ANN202 - an async context manager
         return self.coordinator.lock(f"wechat-token:{self.app.appid}", 30.0)
 
     async def get(self) -> str:
+        if self._local is not None and self._local[1] > time.monotonic():
+            return self._local[0]
         token = await self.store.get(self.app.appid)
         if token:
-            return token
+            return self._remember(token)
         async with self._lock():
-            return await self.store.get(self.app.appid) or await self._fetch(force=False)
+            return self._remember(await self.store.get(self.app.appid) or await self._fetch(force=False))
 
     async def refresh(self, rejected: str) -> str:
         """WeChat said `rejected` is invalid or expired (40001/42001/40014): replace it once for everyone."""
+        self._local = None
         async with self._lock():
             current = await self.store.get(self.app.appid)
             if current and current != rejected:
-                return current  # another replica refreshed it already
+                return self._remember(current)  # another replica refreshed it already
             await self.store.drop(self.app.appid, rejected)
             token = await self._fetch(force=False)
-            return token if token != rejected else await self._fetch(force=True)
+            return self._remember(token if token != rejected else await self._fetch(force=True))
 
     async def _fetch(self, *, force: bool) -> str:
         body = {"grant_type": "client_credential", "appid": self.app.appid, "secret": self.app.secret,
