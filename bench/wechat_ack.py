@@ -61,6 +61,7 @@ async def scenario(http: aiohttp.ClientSession, url: str, api: WeChatAPIServer, 
     acks: list[float] = []
     for _ in range(rounds):
         acks += await burst(http, url, concurrency, api)
+    first = acks[:concurrency]  # the first burst meets a quiet gateway; later ones meet the answering of earlier ones
     acked_s = time.perf_counter() - started
     expected = concurrency * rounds
     for _ in range(2400):  # every push gets its reply, later (at most 2 minutes)
@@ -74,6 +75,7 @@ async def scenario(http: aiohttp.ClientSession, url: str, api: WeChatAPIServer, 
         "p50": statistics.median(acks),
         "p99": percentile(acks, 0.99),
         "max": max(acks),
+        "first_p99": percentile(first, 0.99),
         "acked_s": acked_s,
         "replied_s": time.perf_counter() - started,
         "bot_calls": bot.calls - calls_before,
@@ -127,11 +129,11 @@ async def run(concurrency: int, rounds: int, bot_delay_s: float) -> None:
         log.close()
         await api.close()
         await bot_runner.cleanup()
-    print(f"{'scenario':<26} | {'pushes':>6} {'ack p50 ms':>10} {'ack p99 ms':>10} {'ack max ms':>10} | "
-          f"{'all acked s':>11} {'all replied s':>13}")
+    print(f"{'scenario':<26} | {'pushes':>6} {'ack p50 ms':>10} {'ack p99 ms':>10} {'ack max ms':>10} "
+          f"{'1st burst p99':>13} | {'all acked s':>11} {'all replied s':>13}")
     for name, r in rows:
-        print(f"{name:<26} | {r['pushes']:>6.0f} {r['p50']:>10.1f} {r['p99']:>10.1f} {r['max']:>10.1f} | "
-              f"{r['acked_s']:>11.2f} {r['replied_s']:>13.2f}")
+        print(f"{name:<26} | {r['pushes']:>6.0f} {r['p50']:>10.1f} {r['p99']:>10.1f} {r['max']:>10.1f} "
+              f"{r['first_p99']:>13.1f} | {r['acked_s']:>11.2f} {r['replied_s']:>13.2f}")
 
 
 def main() -> None:

@@ -300,7 +300,7 @@ class Router:
             )
         if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
-        if conv.channel in self.outbox_channels:
+        if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
             text = await self._button_payload(conv, inbound, text)
         try:
             return await self._ask_bot(conv, inbound, text, delivered=delivered)

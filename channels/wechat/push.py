@@ -74,6 +74,7 @@ class Runtime:
                 await asyncio.wait_for(self.no_push_in_flight.wait(), ACK_PRIORITY_S)
             await coro
         except asyncio.CancelledError:
+            coro.close()  # never started (shutdown during the wait): no "never awaited" warning
             raise
         except Exception:
             log.exception("wechat: answering a push failed; the message is kept and answered on recovery")
