@@ -321,3 +321,19 @@ async def test_replicas_without_redis_still_store_a_push_once(tmp_path: Path, we
         assert [m.provider_message_id for m in inbound].count(str(dup["MsgId"])) == 1
         assert len(inbound) == 9
         assert len(wechat_api.to(user.openid)) == 1
+
+
+async def test_compatible_mode_push_over_http(gw: TestClient, wechat_api: WeChatAPIServer) -> None:
+    user = WeChatUser(gw, wechat_api, COMPAT)
+    await user.push(user.fields("voice", MediaId="m-c", Format="amr"))
+    assert await user.replies() == MEDIA_TEXT.format(label="语音")
+
+
+async def test_malformed_token_40014_forces_a_new_token(gw: TestClient, wechat_api: WeChatAPIServer) -> None:
+    """WeChat rejects a token that stable_token still hands out: the sender asks once more with
+    force_refresh (20 a day are allowed), and the reply goes out."""
+    user = WeChatUser(gw, wechat_api, MINI)
+    wechat_api.scripted = [40014]
+    await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/f", MediaId="m-f"))
+    assert await user.replies() == IMAGE_REPLY
+    assert [r["force_refresh"] for r in wechat_api.token_requests] == [False, False, True]
