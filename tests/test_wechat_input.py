@@ -337,3 +337,28 @@ async def test_malformed_token_40014_forces_a_new_token(gw: TestClient, wechat_a
     await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/f", MediaId="m-f"))
     assert await user.replies() == IMAGE_REPLY
     assert [r["force_refresh"] for r in wechat_api.token_requests] == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<xml><FromUserName><a>1</a></FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType></xml>",
+        b"<xml><FromUserName>oU</FromUserName><CreateTime>1</CreateTime><MsgType><x/></MsgType></xml>",
+        b"<xml><FromUserName>oU</FromUserName><CreateTime>1.5</CreateTime><MsgType>text</MsgType></xml>",
+        b"<xml><FromUserName>oU</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType>"
+        b"<Content><b>x</b></Content><MsgId>-7</MsgId></xml>",
+        b"<xml><FromUserName>oU</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType>"
+        b"<Event><e/></Event></xml>",
+        b"<xml><FromUserName>oU</FromUserName><CreateTime>99999999999999999999999</CreateTime>"
+        b"<MsgType>image</MsgType><MsgId>99999999999999999999999999</MsgId></xml>",
+        b"<xml><FromUserName>oU</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType>"
+        b"<Content>" + "路".encode() * 20_000 + b"</Content><MsgId>5</MsgId></xml>",
+        b"<xml/>",
+        b"",
+    ],
+)
+async def test_odd_payloads_never_get_a_500(gw: TestClient, body: bytes) -> None:
+    query, _ = signed_push(OFFICIAL, {})
+    resp = await gw.post("/wechat/oa", params=query, data=body)
+    assert resp.status in (200, 400, 413), await resp.text()
+    await settle(gw)

@@ -187,22 +187,22 @@ def to_inbound(app: WeChatApp, fields: dict[str, Any]) -> InboundMessage:
     """One push → one InboundMessage. Text goes to the bot; opening the chat is a greeting; media,
     cards and unknown kinds are kept as attachments with no text (the router asks for a description);
     a location's label is sent as text so the bot's place extraction fills the place fact."""
-    msg = wechat_message(fields)
-    sender = msg.source or ""
-    if not OPENID_RE.match(sender):
+    sender, msg_type = fields.get("FromUserName"), fields.get("MsgType")
+    if not isinstance(sender, str) or not OPENID_RE.match(sender):
         raise BadPush("FromUserName must be an openid")
-    msg_type = str(fields.get("MsgType", "")).lower()
-    if not re.fullmatch(r"[a-z_]{1,32}", msg_type):
+    if not isinstance(msg_type, str) or not re.fullmatch(r"[A-Za-z_]{1,32}", msg_type):
         raise BadPush("MsgType missing or malformed")
+    msg_type = msg_type.lower()
+    msg = wechat_message(fields)
     try:
-        created = int(fields.get("CreateTime", "0"))
-        msg_id = int(fields.get("MsgId", "0") or 0)
+        created, msg_id = int(msg.time or 0), int(msg.id or 0)
     except (TypeError, ValueError) as exc:
         raise BadPush("CreateTime and MsgId must be integers") from exc
     # WeChat's advice: dedupe messages by MsgId, events by FromUserName + CreateTime.
     text, attachments = "", ()
     if msg_type == "event":
-        event = str(fields.get("Event", "")).lower()[:32]
+        event = str(fields.get("Event", "")).lower()
+        event = event if re.fullmatch(r"[a-z0-9_]{1,32}", event) else "unknown"
         message_id = f"{event}@{created}"
         if event in GREETING_EVENTS:
             text = GREETING_TEXT
@@ -211,7 +211,7 @@ def to_inbound(app: WeChatApp, fields: dict[str, Any]) -> InboundMessage:
         return InboundMessage(app.channel, sender, text, message_id=message_id, attachments=attachments)
     message_id = str(msg_id) if msg_id else f"{msg_type}@{created}"
     if msg_type == "text":
-        content = fields.get("Content", "")
+        content = msg.content  # wechatpy's TextMessage
         text = content.strip() if isinstance(content, str) else ""
         if not text:
             attachments = ({"type": "empty"},)
