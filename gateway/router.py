@@ -122,24 +122,22 @@ class Router:
     async def _write_accepted(self) -> None:
         """Group commit: messages accepted while a batch is being written go into the next batch, so a
         burst of concurrent pushes costs a few fsyncs instead of two per message (SQLite serialises
-        commits). A batch that hits a unique constraint (a duplicate another replica stored) is
-        redone message by message, where the duplicate alone gets None."""
+        commits). A batch that fails (a duplicate another replica stored, one bad row) is redone
+        message by message, where the duplicate gets None and only a failing message its error."""
         while self._accepting:
             batch, self._accepting = self._accepting, []
             try:
                 results: list[Conversation | None | BaseException] = list(
                     await self._store_batch([msg for msg, _ in batch])
                 )
-            except IntegrityError:
+            except Exception:  # noqa: BLE001 - retried one by one just below
                 results = []
                 for msg, _ in batch:
                     try:
                         conv = await self._conversation(msg)
                         results.append(conv if await self._store_inbound(conv, msg) is not None else None)
-                    except Exception as exc:  # noqa: BLE001 - handed to that message's caller
+                    except Exception as exc:  # noqa: BLE001 - handed to that message's caller (503)
                         results.append(exc)
-            except Exception as exc:  # noqa: BLE001 - the database is down: every caller answers 503
-                results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue

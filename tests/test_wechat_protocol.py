@@ -231,6 +231,8 @@ def test_enter_tempsession_is_a_greeting_deduped_by_sender_and_time() -> None:
         {"FromUserName": "o<script>", "CreateTime": "1", "MsgType": "text", "Content": "x"},
         {"FromUserName": "oU", "CreateTime": "soon", "MsgType": "text", "Content": "x"},
         {"FromUserName": "oU", "CreateTime": "1", "Content": "x"},
+        {"FromUserName": "oU", "CreateTime": "1", "MsgType": "text", "Content": "x", "MsgId": "9" * 100},
+        {"FromUserName": "oU", "CreateTime": "-1", "MsgType": "text", "Content": "x"},
     ],
 )
 def test_malformed_fields(fields: dict[str, str]) -> None:

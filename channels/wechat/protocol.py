@@ -198,6 +198,8 @@ def to_inbound(app: WeChatApp, fields: dict[str, Any]) -> InboundMessage:
         created, msg_id = int(msg.time or 0), int(msg.id or 0)
     except (TypeError, ValueError) as exc:
         raise BadPush("CreateTime and MsgId must be integers") from exc
+    if not (0 <= created < 2**40 and 0 <= msg_id < 2**64):  # MsgId is a 64-bit integer
+        raise BadPush("CreateTime or MsgId out of range")
     # WeChat's advice: dedupe messages by MsgId, events by FromUserName + CreateTime.
     text, attachments = "", ()
     if msg_type == "event":
