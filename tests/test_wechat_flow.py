@@ -19,6 +19,7 @@ from gateway.router import MEDIA_TEXT, RESENT_PREFIX
 from tests.conftest import gateway_client, router_of, settings_for
 from tests.wechat_api_server import (
     MINI,
+    MINI_XML,
     OFFICIAL,
     WeChatAPIServer,
     WeChatUser,
@@ -89,21 +90,21 @@ async def test_mini_program_intake_in_secure_json_mode(gw: TestClient, wechat_ap
     assert statuses and set(statuses) == {"sent"} and len(statuses) == len(wechat_api.to(user.openid))
 
 
-async def test_official_account_intake_in_plaintext_xml_with_a_photo_and_a_held_reply(
+async def test_mini_program_intake_in_plaintext_xml_with_a_photo_and_a_held_reply(
     gw: TestClient, wechat_api: WeChatAPIServer
 ) -> None:
-    user = WeChatUser(gw, wechat_api, OFFICIAL)
+    user = WeChatUser(gw, wechat_api, MINI_XML)
     number = await intake(user, with_photo=True)
     [order] = await work_orders(gw)
-    assert order.number == number and order.channel == "wechat:oa"
+    assert order.number == number and order.channel == "wechat:minixml"
     photos = [line["attachments"] for line in order.transcript if "attachments" in line]
     assert photos == [[{"type": "image", "media_id": "media-noise", "pic_url": "http://mmbiz.qpic.cn/noise.jpg"}]]
 
     # 48 hours later WeChat refuses the reply: it is held, sent by SMS to the order's phone
     # (profile fallback "sms"), and shown again when the citizen next writes ("marker").
-    wechat_api.close_window(OFFICIAL.appid, user.openid)
-    query, body = signed_push(OFFICIAL, user.fields("image", PicUrl="http://mmbiz.qpic.cn/2.jpg", MediaId="m2"))
-    assert await (await gw.post("/wechat/oa", params=query, data=body)).text() == "success"
+    wechat_api.close_window(MINI_XML.appid, user.openid)
+    query, body = signed_push(MINI_XML, user.fields("image", PicUrl="http://mmbiz.qpic.cn/2.jpg", MediaId="m2"))
+    assert await (await gw.post("/wechat/minixml", params=query, data=body)).text() == "success"
     await settle(gw)
     async with router_of(gw).sessions() as session:
         items = (await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all()
@@ -161,7 +162,8 @@ async def test_several_apps_keep_separate_conversations(gw: TestClient, wechat_a
     mini = WeChatUser(gw, wechat_api, MINI)
     oa = WeChatUser(gw, wechat_api, OFFICIAL, openid=mini.openid)  # openids differ per app in reality
     assert "12345" in await mini.say("你好")
-    assert "12345" in await oa.say("你好")
+    await oa.push(oa.fields("event", Event="subscribe", EventKey=""))  # following the official account
+    assert "12345" in await oa.replies()
     async with router_of(gw).sessions() as session:
         channels = sorted((await session.scalars(select(Conversation.channel))).all())
     assert channels == ["wechat:mini", "wechat:oa"]

@@ -299,12 +299,13 @@ async def settle(client: TestClient, timeout_s: float = 90.0) -> None:
 
 KEY_A = "A" * 43  # the official vectors' EncodingAESKey (an AES key of 32 zero bytes)
 MINI = AppSpec("mini", "wxba5fad812f8e6fb9", "AAAAA", KEY_A, "secure", "json")
+MINI_XML = AppSpec("minixml", "wx0123456789abcdef", "Tok3nMiniXml", "", "plaintext", "xml")
 OFFICIAL = AppSpec("oa", "wx134c8103faa5a59e", "Tok3nOA", "", "plaintext", "xml", kind="official")
 COMPAT = AppSpec("compat", "wx2c2769f8efd9abc2", "spamtest", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
                  "compatible", "xml", kind="official")
 V1_PLAIN = AppSpec("v1plain", "wxba5fad812f8e6fb9", "AAAAA", "", "plaintext", "json")
 WRONG_KEY = AppSpec("wrongkey", "wxba5fad812f8e6fb9", "AAAAA", "B" * 43, "secure", "json")
-TEST_APPS = (MINI, OFFICIAL, COMPAT, V1_PLAIN, WRONG_KEY)
+TEST_APPS = (MINI, MINI_XML, OFFICIAL, COMPAT, V1_PLAIN, WRONG_KEY)
 
 
 def apps_setting(apps: tuple[AppSpec, ...] = TEST_APPS) -> str:
