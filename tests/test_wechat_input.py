@@ -254,7 +254,7 @@ async def test_outside_the_window_the_reply_is_held_and_shown_next_time(
     wechat_api.scripted = [code]
     await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/h", MediaId="m-held"))
     assert await user.replies() == ""
-    [held] = await rows(gw, OutboxItem)
+    [held] = [i for i in await rows(gw, OutboxItem) if i.channel == "wechat:mini"]
     assert held.status == "held" and str(code) in held.last_error
     [out] = [m for m in await rows(gw) if m.direction == "out"]
     assert out.status == "queued"  # the profile's "marker": shown when the citizen next writes
@@ -268,7 +268,7 @@ async def test_a_provider_outage_is_retried_not_lost(gw: TestClient, wechat_api:
     wechat_api.scripted = [-1]  # 系统繁忙
     await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/o", MediaId="m-o"))
     await settle(gw)
-    [item] = await rows(gw, OutboxItem)
+    [item] = [i for i in await rows(gw, OutboxItem) if i.channel == "wechat:mini"]
     assert item.status == "pending" and item.attempts == 1
     for _ in range(100):  # the worker retries after its backoff (2 s)
         if wechat_api.to(user.openid):
@@ -362,3 +362,26 @@ async def test_odd_payloads_never_get_a_500(gw: TestClient, body: bytes) -> None
     resp = await gw.post("/wechat/oa", params=query, data=body)
     assert resp.status in (200, 400, 413), await resp.text()
     await settle(gw)
+
+
+async def test_pictures_and_voice_are_fetched_and_served_to_handling_units(
+    gw: TestClient, wechat_api: WeChatAPIServer
+) -> None:
+    photo, voice = b"\xff\xd8\xff\xe0 a jpeg of the broken lamp", b"#!AMR\n a voice note"
+    wechat_api.media = {"media-photo": (photo, "image/jpeg"), "media-voice": (voice, "audio/amr")}
+    user = WeChatUser(gw, wechat_api, MINI)
+    await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/lamp", MediaId="media-photo"))
+    await user.push(user.fields("voice", MediaId="media-voice", Format="amr"))
+    await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/gone", MediaId="media-expired"))
+    assert len((await user.replies()).split("\n")) == 3  # every one is answered, fetched or not
+    auth = {"Authorization": "Bearer test-token"}
+    resp = await gw.get("/api/media/wechat:mini/media-photo", headers=auth)
+    assert (resp.status, resp.content_type, await resp.read()) == (200, "image/jpeg", photo)
+    resp = await gw.get("/api/media/wechat:mini/media-voice", headers=auth)
+    assert (resp.status, await resp.read()) == (200, voice)
+    assert (await gw.get("/api/media/wechat:mini/media-photo")).status == 401
+    assert (await gw.get("/api/media/wechat:mini/media-expired", headers=auth)).status == 404
+    fetches = {i.body["media_id"]: i for i in await rows(gw, OutboxItem) if i.channel == "wxmedia:mini"}
+    assert {k: v.status for k, v in fetches.items()} == {
+        "media-photo": "sent", "media-voice": "sent", "media-expired": "failed"}
+    assert "40007" in fetches["media-expired"].last_error

@@ -50,6 +50,7 @@ class WeChatAPIServer:
     send_attempts: int = 0
     scripted: list[int] = field(default_factory=list)  # errcodes for the next custom/send calls
     enforce_window: bool = True
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # media id -> (bytes, content type)
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (appid, expires at)
     _current: dict[str, str] = field(default_factory=dict)  # appid -> current token
     _window: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -61,6 +62,7 @@ class WeChatAPIServer:
         app.router.add_post("/cgi-bin/stable_token", self.stable_token)
         app.router.add_get("/cgi-bin/token", self.token)
         app.router.add_post("/cgi-bin/message/custom/send", self.custom_send)
+        app.router.add_get("/cgi-bin/media/get", self.media_get)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -126,16 +128,32 @@ class WeChatAPIServer:
         error = self._credentials_error(q.get("appid", ""), q.get("secret", ""))
         return web.json_response(error or self._issue(q["appid"], True))
 
-    async def custom_send(self, request: web.Request) -> web.Response:
-        self.send_attempts += 1
-        token = request.query.get("access_token")
+    def _token_error(self, token: str | None) -> web.Response | None:
         if not token:
             return web.json_response({"errcode": 41001, "errmsg": "access_token missing"})
         if token not in self._tokens:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
-        appid, expires = self._tokens[token]
-        if expires <= time.time():
+        if self._tokens[token][1] <= time.time():
             return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
+        return None
+
+    async def media_get(self, request: web.Request) -> web.Response:
+        """Temporary media as WeChat serves it: the file itself, or a JSON error."""
+        error = self._token_error(request.query.get("access_token"))
+        if error is not None:
+            return error
+        found = self.media.get(request.query.get("media_id", ""))
+        if found is None:
+            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
+        return web.Response(body=found[0], content_type=found[1])
+
+    async def custom_send(self, request: web.Request) -> web.Response:
+        self.send_attempts += 1
+        token = request.query.get("access_token")
+        error = self._token_error(token)
+        if error is not None:
+            return error
+        appid = self._tokens[str(token)][0]
         try:
             body = json.loads(await request.text())
             assert body["msgtype"] == "text" and isinstance(body["text"]["content"], str) and body["text"]["content"]
@@ -287,7 +305,7 @@ async def settle(client: TestClient, timeout_s: float = 90.0) -> None:
             )
             busy = await session.scalar(
                 select(func.count()).select_from(OutboxItem).where(
-                    OutboxItem.channel.like("wechat:%"),
+                    or_(OutboxItem.channel.like("wechat:%"), OutboxItem.channel.like("wxmedia:%")),
                     or_(OutboxItem.status == "sending",
                         (OutboxItem.status == "pending") & (OutboxItem.next_attempt_at <= utcnow())),
                 )

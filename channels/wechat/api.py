@@ -8,6 +8,8 @@ the gateway's own aiohttp session than to push through a thread pool.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import time
 from typing import Any, Protocol
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.wechat.config import WeChatApp
 from gateway.coordination import Coordinator
-from gateway.models import Message, OutboxItem, WeChatToken, WorkOrder, utcnow
+from gateway.models import Media, Message, OutboxItem, WeChatToken, WorkOrder, utcnow
 from gateway.outbox import SendResult, enqueue
 from profiles import Profile
 
@@ -239,3 +241,76 @@ class WeChatSender:
             await session.commit()
         log.info("wechat %s: outbox %s held (fallback %s, sms=%s)", self.app.name, item.id,
                  ",".join(fallback) or "none", bool(phone))
+
+
+MEDIA_KINDS = {"image", "voice", "video", "shortvideo"}
+MAX_MEDIA_BYTES = 10 * 1024 * 1024  # WeChat's temporary media: images ≤10 MB, voice ≤2 MB, video ≤10 MB
+MEDIA_GONE = {40007, 40008, 41006}  # invalid or missing media id: nothing to fetch, ever
+
+
+def media_fetches(attachments: tuple[dict[str, Any], ...]) -> list[str]:
+    """The media ids worth fetching from one message's attachments."""
+    return [a["media_id"] for a in attachments if a.get("type") in MEDIA_KINDS and a.get("media_id")]
+
+
+class MediaFetcher:
+    """Fetches a citizen's picture or voice note (`cgi-bin/media/get`) into the `media` table before
+    WeChat forgets it (3 days). Registered as the outbox sender of `wxmedia:<app>`: an outbox item
+    there is a fetch, with the outbox's leases, retries and backoff."""
+
+    def __init__(
+        self,
+        app: WeChatApp,
+        tokens: AccessTokens,
+        http: aiohttp.ClientSession,
+        api_base: str,
+        sessions: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.app, self.tokens, self.http, self.api_base, self.sessions = app, tokens, http, api_base, sessions
+
+    async def send(self, item: OutboxItem) -> SendResult:
+        media_id = str(item.body.get("media_id", ""))
+        try:
+            token = await self.tokens.get()
+            code, data, content_type = await self._get(token, media_id)
+            if code in TOKEN_ERRORS:
+                code, data, content_type = await self._get(await self.tokens.refresh(token), media_id)
+        except TokenError as exc:
+            return SendResult("retry", error=str(exc), retry_after_s=60)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return SendResult("retry", error=f"media/get: {type(exc).__name__}: {exc}"[:300])
+        if code in MEDIA_GONE:
+            return SendResult("failed", error=f"errcode {code}: media id unknown or expired")
+        if code:
+            return SendResult("retry", error=f"errcode {code}", retry_after_s=60 if code in RATE_ERRORS else None)
+        async with self.sessions() as session:
+            exists = await session.scalar(
+                select(Media.id).where(Media.channel == self.app.channel, Media.media_id == media_id)
+            )
+            if exists is None:
+                session.add(Media(channel=self.app.channel, media_id=media_id, content_type=content_type,
+                                  size=len(data), sha256=hashlib.sha256(data).hexdigest(), data=data))
+                await session.commit()
+        return SendResult("sent", provider_id=media_id[:128])
+
+    async def _get(self, token: str, media_id: str) -> tuple[int, bytes, str]:
+        """(errcode, bytes, content type): WeChat answers an error as JSON, a file as itself."""
+        async with self.http.get(
+            f"{self.api_base}/cgi-bin/media/get",
+            params={"access_token": token, "media_id": media_id},
+            timeout=aiohttp.ClientTimeout(total=60),
+        ) as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+            if resp.content_length is not None and resp.content_length > MAX_MEDIA_BYTES:
+                raise ValueError(f"media larger than {MAX_MEDIA_BYTES} bytes")
+            data = await resp.content.read(MAX_MEDIA_BYTES + 1)
+            if len(data) > MAX_MEDIA_BYTES:
+                raise ValueError(f"media larger than {MAX_MEDIA_BYTES} bytes")
+            content_type = resp.content_type or "application/octet-stream"
+        if content_type in ("application/json", "text/plain"):
+            answer = json.loads(data.decode("utf-8", "replace"))
+            code = int(answer.get("errcode", 0) or 0) if isinstance(answer, dict) else -1
+            if code or not isinstance(answer, dict):
+                return code or -1, b"", content_type
+        return 0, data, content_type[:100]

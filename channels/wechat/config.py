@@ -16,7 +16,7 @@ import yaml
 KINDS = ("miniprogram", "official")
 MODES = ("plaintext", "compatible", "secure")
 FORMATS = ("xml", "json")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,24}$")  # "wechat:" + name fits Conversation.channel (32)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")  # "wxmedia:" + name fits a channel column (32)
 APPID_RE = re.compile(r"^wx[0-9A-Za-z]{16}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")  # what the WeChat console accepts
 AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
@@ -44,6 +44,11 @@ class WeChatApp:
         return f"wechat:{self.name}"
 
     @property
+    def media_channel(self) -> str:
+        """The outbox channel of media downloads (the outbox's leases and retries serve fetches too)."""
+        return f"wxmedia:{self.name}"
+
+    @property
     def aes_key(self) -> bytes:
         return base64.b64decode(self.encoding_aes_key + "=")
 
@@ -67,7 +72,7 @@ def _app(entry: Any, index: int) -> WeChatApp:
         if not isinstance(value, str):
             raise WeChatConfigError(f"{where}: {key} must be a string")
     checks = [
-        ("name", NAME_RE.match(values["name"]), "1-25 of a-z, 0-9, _ and -, starting with a letter or digit"),
+        ("name", NAME_RE.match(values["name"]), "1-24 of a-z, 0-9, _ and -, starting with a letter or digit"),
         ("kind", values["kind"] in KINDS, f"one of {', '.join(KINDS)}"),
         ("appid", APPID_RE.match(values["appid"]), "wx followed by 16 letters or digits"),
         ("secret", values["secret"], "the AppSecret, needed to send replies"),

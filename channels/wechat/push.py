@@ -21,13 +21,25 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from channels.wechat.api import AccessTokens, DbTokenStore, RedisTokenStore, TokenStore, WeChatSender
+from channels.base import InboundMessage
+from channels.wechat.api import (
+    AccessTokens,
+    DbTokenStore,
+    MediaFetcher,
+    RedisTokenStore,
+    TokenStore,
+    WeChatSender,
+    media_fetches,
+)
 from channels.wechat.config import WeChatApp, load_apps
 from channels.wechat.protocol import PushError, check_url_signature, open_push, to_inbound
 from gateway.config import Settings
-from gateway.outbox import SENDERS
+from gateway.models import Conversation, OutboxItem
+from gateway.outbox import SENDERS, enqueue
 from gateway.router import Router
 
 log = logging.getLogger(__name__)
@@ -39,6 +51,7 @@ ACK_PRIORITY_S = 0.5  # how long answering waits for a burst of pushes to be ack
 @dataclass
 class Runtime:
     router: Router
+    sessions: async_sessionmaker[AsyncSession]
     max_body: int
     store: TokenStore
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -137,8 +150,28 @@ async def _accept(request: web.Request, app: WeChatApp, runtime: Runtime) -> web
         return _error(413, f"body larger than {runtime.max_body} bytes")
     conv = await runtime.router.accept(msg)
     if conv is not None:
-        runtime.spawn(runtime.router.process(conv))
+        runtime.spawn(_answer(runtime, app, conv, msg))
     return web.Response(text="success")
+
+
+async def _answer(runtime: Runtime, app: WeChatApp, conv: Conversation, msg: InboundMessage) -> None:
+    """After the acknowledgement: queue the fetch of any picture or voice note (WeChat keeps them
+    3 days), then let the router answer the conversation."""
+    media_ids = media_fetches(msg.attachments)
+    if media_ids:
+        async with runtime.sessions() as session:
+            for media_id in media_ids:
+                key = f"{app.media_channel}:{media_id}"[:128]
+                if await session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is None:
+                    enqueue(session, channel=app.media_channel, recipient=conv.sender_id,
+                            body={"media_id": media_id}, dedupe_key=key, conversation_id=conv.id)
+            try:
+                await session.commit()
+            except IntegrityError:  # another replica queued the same fetch a moment ago
+                await session.rollback()
+        if runtime.router.on_enqueued is not None:
+            runtime.router.on_enqueued()
+    await runtime.router.process(conv)
 
 
 def configure(app: web.Application, settings: Settings) -> None:
@@ -154,12 +187,13 @@ def setup_runtime(
     settings: Settings,
 ) -> None:
     store: TokenStore = RedisTokenStore(settings.redis_url) if settings.redis_url else DbTokenStore(sessions)
-    app[RUNTIME] = Runtime(router, settings.max_body_bytes, store)
+    app[RUNTIME] = Runtime(router, sessions, settings.max_body_bytes, store)
     api_base = settings.wechat_api_base.rstrip("/")
     for wechat_app in app[APPS].values():
         router.outbox_channels.add(wechat_app.channel)
         tokens = AccessTokens(wechat_app, store, http, api_base, router.coordinator)
         app[SENDERS][wechat_app.channel] = WeChatSender(wechat_app, tokens, http, api_base, sessions, router.profile)
+        app[SENDERS][wechat_app.media_channel] = MediaFetcher(wechat_app, tokens, http, api_base, sessions)
 
 
 async def shutdown(app: web.Application) -> None:

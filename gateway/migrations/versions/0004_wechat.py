@@ -1,4 +1,4 @@
-"""WeChat access tokens shared by replicas when Redis is not configured.
+"""WeChat access tokens shared by replicas when Redis is not configured; media citizens sent.
 
 Revision ID: 0004
 Revises: 0003
@@ -23,7 +23,20 @@ def upgrade() -> None:
         sa.Column("expires_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
     )
+    op.create_table(
+        "media",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("channel", sa.String(32), nullable=False),
+        sa.Column("media_id", sa.String(256), nullable=False),
+        sa.Column("content_type", sa.String(100), nullable=False),
+        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.UniqueConstraint("channel", "media_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("media")
     op.drop_table("wechat_tokens")
