@@ -93,12 +93,16 @@ async def test_mini_program_intake_in_secure_json_mode(gw: TestClient, wechat_ap
 async def test_mini_program_intake_in_plaintext_xml_with_a_photo_and_a_held_reply(
     gw: TestClient, wechat_api: WeChatAPIServer
 ) -> None:
+    wechat_api.media["media-noise"] = (b"\xff\xd8 photo of the barbecue at night", "image/jpeg")
     user = WeChatUser(gw, wechat_api, MINI_XML)
     number = await intake(user, with_photo=True)
     [order] = await work_orders(gw)
     assert order.number == number and order.channel == "wechat:minixml"
     photos = [line["attachments"] for line in order.transcript if "attachments" in line]
     assert photos == [[{"type": "image", "media_id": "media-noise", "pic_url": "http://mmbiz.qpic.cn/noise.jpg"}]]
+    # The handling unit opens the photo from the work order (fetched while WeChat still had it).
+    resp = await gw.get(f"/api/media/{order.channel}/media-noise", headers={"Authorization": "Bearer test-token"})
+    assert resp.status == 200 and await resp.read() == wechat_api.media["media-noise"][0]
 
     # 48 hours later WeChat refuses the reply: it is held, sent by SMS to the order's phone
     # (profile fallback "sms"), and shown again when the citizen next writes ("marker").
