@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from wechatpy.crypto import PrpCrypto
 
 from gateway.cli import free_port
+from gateway.logs import RedactingFilter
 from gateway.models import Message, OutboxItem, WeChatToken
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX, UNREADABLE_TEXT
 from tests.conftest import gateway_client, router_of, settings_for
@@ -184,14 +186,28 @@ async def test_body_over_the_limit_is_refused_unread(gw: TestClient) -> None:
     assert await rows(gw) == []
 
 
-async def test_logs_carry_no_openid(gw: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    user = WeChatUser(gw, api_server(), OFFICIAL)
-    caplog.set_level(logging.INFO)
-    await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/1", MediaId="m1"))
-    query, _ = signed_push(OFFICIAL, {})
-    await gw.post("/wechat/oa", params=query | {"signature": "0" * 40}, data=b"<xml/>")
-    await settle(gw)
-    assert caplog.records and user.openid not in caplog.text
+async def test_logs_carry_no_openid(gw: TestClient, wechat_api: WeChatAPIServer) -> None:
+    """Through the production handler (gateway.logs): the access log prints the secure-mode push URL,
+    whose query carries the openid; refusals and deliveries log too."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        user = WeChatUser(gw, wechat_api, MINI)
+        await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/1", MediaId="m1"))
+        query, body = signed_push(MINI, user.fields("text", Content="x"))
+        await gw.post("/wechat/mini", params=query | {"msg_signature": "0" * 40}, data=body)
+        await user.replies()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    text = stream.getvalue()
+    assert "/wechat/mini?" in text and "openid=***" in text  # the access log line is there, masked
+    assert user.openid not in text
 
 
 # --- message kinds and delivery ------------------------------------------------------------------
