@@ -192,6 +192,8 @@ class WeChatSender:
                 code, message = await self._post(token, payload)
         except TokenError as exc:
             return SendResult("retry", error=str(exc), retry_after_s=60)
+        except aiohttp.ClientResponseError as exc:
+            return SendResult("retry", error=f"custom/send: HTTP {exc.status}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             return SendResult("retry", error=f"custom/send unreachable: {type(exc).__name__}")
         error = f"errcode {code}: {message}"[:500]
@@ -277,8 +279,12 @@ class MediaFetcher:
                 code, data, content_type = await self._get(await self.tokens.refresh(token), media_id)
         except TokenError as exc:
             return SendResult("retry", error=str(exc), retry_after_s=60)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            return SendResult("retry", error=f"media/get: {type(exc).__name__}: {exc}"[:300])
+        except aiohttp.ClientResponseError as exc:  # its text holds the URL, i.e. the access token: not logged
+            return SendResult("retry", error=f"media/get: HTTP {exc.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return SendResult("retry", error=f"media/get: {type(exc).__name__}")
+        except ValueError as exc:  # too large, or not JSON where an error was announced
+            return SendResult("failed", error=f"media/get: {exc}"[:300])
         if code in MEDIA_GONE:
             return SendResult("failed", error=f"errcode {code}: media id unknown or expired")
         if code:
