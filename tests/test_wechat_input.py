@@ -401,3 +401,16 @@ async def test_pictures_and_voice_are_fetched_and_served_to_handling_units(
     assert {k: v.status for k, v in fetches.items()} == {
         "media-photo": "sent", "media-voice": "sent", "media-expired": "failed"}
     assert "40007" in fetches["media-expired"].last_error
+
+
+async def test_replies_keep_their_order_through_an_outage(gw: TestClient, wechat_api: WeChatAPIServer) -> None:
+    """The first reply meets 系统繁忙 and waits for its retry; the second must not overtake it."""
+    user = WeChatUser(gw, wechat_api, MINI)
+    wechat_api.scripted = [-1]
+    await user.push(user.fields("image", PicUrl="http://mmbiz.qpic.cn/a", MediaId="m-a"))
+    await user.push(user.fields("voice", MediaId="m-b", Format="amr"))
+    for _ in range(150):  # the first reply's retry comes after the worker's 2 s backoff
+        if len(wechat_api.to(user.openid)) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert wechat_api.to(user.openid) == [IMAGE_REPLY, MEDIA_TEXT.format(label="语音")]
