@@ -6,9 +6,10 @@ import hmac
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.models import WorkOrder
+from gateway.models import Media, WorkOrder
 from handoff.workorders import get_by_number
 
 SESSIONS = web.AppKey("api_sessions", async_sessionmaker[AsyncSession])
@@ -52,6 +53,20 @@ async def get_ticket(request: web.Request) -> web.Response:
     return web.json_response(work_order_json(order))
 
 
+async def get_media(request: web.Request) -> web.Response:
+    """A picture or voice note a citizen sent, by channel and the media id in the work order's transcript."""
+    if not _authorised(request):
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    async with request.app[SESSIONS]() as session:
+        media = await session.scalar(select(Media).where(
+            Media.channel == request.match_info["channel"], Media.media_id == request.match_info["media_id"]))
+    if media is None:
+        return web.json_response({"error": "no such media (not fetched yet, or expired before it was)"}, status=404)
+    return web.Response(body=media.data, content_type=media.content_type,
+                        headers={"X-Content-SHA256": media.sha256, "Cache-Control": "private, no-store"})
+
+
 def setup_runtime(app: web.Application, sessions: async_sessionmaker[AsyncSession], token: str) -> None:
     app[SESSIONS] = sessions
     app[TOKEN] = token
@@ -59,3 +74,4 @@ def setup_runtime(app: web.Application, sessions: async_sessionmaker[AsyncSessio
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/tickets/{number}", get_ticket)
+    app.router.add_get("/api/media/{channel}/{media_id}", get_media)

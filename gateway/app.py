@@ -12,6 +12,7 @@ from aiohttp import web
 
 from channels import sms as sms_channel
 from channels import web as web_channel
+from channels import wechat as wechat_channel
 from gateway import api, events_api
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
     app[web_channel.MAX_BODY] = settings.max_body_bytes
+    wechat_channel.configure(app, settings)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await migrate(settings.database_url)
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         app[ROUTER] = router
         app[SENDERS] = {}
         web_channel.setup_runtime(app, router)
+        wechat_channel.setup_runtime(app, router, sessions, http, settings)
         api.setup_runtime(app, sessions, settings.api_token)
         worker = OutboxWorker(sessions, app[SENDERS])
         app[OUTBOX] = worker
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
         ]
         yield
+        await wechat_channel.shutdown(app)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     web_channel.add_routes(app)
+    wechat_channel.add_routes(app)
     api.add_routes(app)
     sms_channel.add_routes(app)
     events_api.add_routes(app)

@@ -45,6 +45,8 @@ class Settings:
     ticket_callback_window_s: int = 300
     ticket_webhook_url: str = ""  # where to tell an external ticket system about reopened orders
     survey_interval_s: float = 30.0
+    wechat_apps: str = ""  # inline JSON or a JSON/YAML file listing the WeChat apps (channels/wechat/config.py)
+    wechat_api_base: str = "https://api.weixin.qq.com"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,4 +79,6 @@ class Settings:
             ticket_callback_window_s=_int("HOTLINE_TICKET_CALLBACK_WINDOW_S", cls.ticket_callback_window_s),
             ticket_webhook_url=os.environ.get("HOTLINE_TICKET_WEBHOOK_URL", cls.ticket_webhook_url),
             survey_interval_s=float(os.environ.get("HOTLINE_SURVEY_INTERVAL_S", cls.survey_interval_s)),
+            wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
+            wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
         )

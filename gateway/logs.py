@@ -1,4 +1,5 @@
-"""Logging that cannot leak personal data: phone and ID numbers are masked in every record."""
+"""Logging that cannot leak personal data: phone and ID numbers, and WeChat openids in request lines
+(the access log prints the push URL's query), are masked in every record."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import re
 _ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 _LANDLINE = re.compile(r"(?<!\d)(0\d{2,3})-?\d{7,8}(?!\d)")
+_OPENID = re.compile(r"(openid=)[^&\s\"]+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     text = _ID_NUMBER.sub(r"\1********\2", text)
     text = _PHONE.sub(r"\1****\2", text)
+    text = _OPENID.sub(r"\1***", text)
     return _LANDLINE.sub(r"\1-********", text)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -263,4 +264,32 @@ class Revisit(Base):
     phone: Mapped[str | None] = mapped_column(String(32), default=None)
     note: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WeChatToken(Base):
+    """A WeChat app's access token, shared by all replicas when there is no Redis (issue 4)."""
+
+    __tablename__ = "wechat_tokens"
+
+    appid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Media(Base):
+    """A picture or voice note a citizen sent, fetched from the provider while its id is valid
+    (WeChat keeps temporary media 3 days); found by the provider's media id from the transcript."""
+
+    __tablename__ = "media"
+    __table_args__ = (UniqueConstraint("channel", "media_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    media_id: Mapped[str] = mapped_column(String(256))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -7,13 +7,14 @@ delay an answer but never lose what the citizen wrote.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 BOT_DOWN_TEXT = "抱歉，智能客服暂时繁忙，您的留言已保存，恢复后会第一时间回复您。紧急情况请直接拨打110、119、120或122。"
 WAITING_TEXT = "您的留言已收到，人工客服接入后会看到完整记录，请稍候。"
 TOO_LONG_TEXT = "您的留言较长，已完整保存。我们先根据前{limit}字为您处理，承办单位可以看到全文。"
+MEDIA_LABELS = {"image": "图片", "voice": "语音", "video": "视频", "shortvideo": "视频", "file": "文件"}
+MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求记录中。请再用文字简单说一下您要反映的问题：发生了什么事、在什么地方。"
+UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
+RESENT_PREFIX = "（此前未能送达的回复）"
 DUPLICATE_TTL_S = 24 * 3600
 
 Notify = Callable[[str, str, list[Reply]], Awaitable[bool]]
@@ -42,6 +47,17 @@ def bot_sender(conv: Conversation) -> str:
     """Rasa's tracker key: stable per citizen and channel, unique across databases, and not the
     citizen's phone number or openid (which would otherwise sit in Rasa's tracker store and logs)."""
     return hashlib.sha256(f"{conv.channel}:{conv.sender_id}".encode()).hexdigest()[:24]
+
+
+def replies_without_text(attachments: list[dict[str, Any]]) -> list[Reply]:
+    """What a message the bot cannot read gets (a picture, a voice note, a card): it is kept with
+    its attachments, and the citizen is asked to describe the matter in words. Provider events
+    (e.g. unsubscribe) are only kept."""
+    kinds = [a.get("type") for a in attachments]
+    if kinds and all(k == "event" for k in kinds):
+        return []
+    label = next((MEDIA_LABELS[k] for k in kinds if k in MEDIA_LABELS), None)
+    return [Reply(MEDIA_TEXT.format(label=label) if label else UNREADABLE_TEXT)]
 
 
 def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[dict[str, Any]]]:
@@ -80,6 +96,8 @@ class Router:
         # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
         self.outbox_channels: set[str] = set()
         self.on_enqueued: Callable[[], None] | None = None  # wakes the outbox worker after a commit
+        self._accepting: list[tuple[InboundMessage, asyncio.Future[Conversation | None]]] = []
+        self._accept_writer: asyncio.Task[None] | None = None
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
         """Process one inbound message and return the replies for it (plus any queued earlier)."""
@@ -99,13 +117,92 @@ class Router:
         None for a duplicate. Call `process` afterwards, typically in a background task."""
         if not await self._first_time(msg):
             return None
-        conv = await self._conversation(msg)
-        return conv if await self._store_inbound(conv, msg) is not None else None
+        future: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
+        self._accepting.append((msg, future))
+        if self._accept_writer is None or self._accept_writer.done():
+            self._accept_writer = asyncio.create_task(self._write_accepted())
+        return await asyncio.shield(future)  # a caller that goes away must not cancel the others' batch
+
+    async def _write_accepted(self) -> None:
+        """Group commit: messages accepted while a batch is being written go into the next batch, so a
+        burst of concurrent pushes costs a few fsyncs instead of two per message (SQLite serialises
+        commits). A batch that fails (a duplicate another replica stored, one bad row) is redone
+        message by message, where the duplicate gets None and only a failing message its error."""
+        while self._accepting:
+            batch, self._accepting = self._accepting, []
+            try:
+                results: list[Conversation | None | BaseException] = list(
+                    await self._store_batch([msg for msg, _ in batch])
+                )
+            except Exception:  # noqa: BLE001 - retried one by one just below
+                results = []
+                for msg, _ in batch:
+                    try:
+                        conv = await self._conversation(msg)
+                        results.append(conv if await self._store_inbound(conv, msg) is not None else None)
+                    except Exception as exc:  # noqa: BLE001 - handed to that message's caller (503)
+                        results.append(exc)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _store_batch(self, msgs: list[InboundMessage]) -> list[Conversation]:
+        """One read and two bulk inserts (ORM bulk INSERT, not a unit of work per row) in one commit."""
+        keys = {(m.channel, m.sender_id) for m in msgs}
+        async with self.sessions() as session:
+            found = await session.scalars(
+                select(Conversation).where(
+                    Conversation.channel.in_({c for c, _ in keys}), Conversation.sender_id.in_({s for _, s in keys})
+                )
+            )
+            convs = {(c.channel, c.sender_id): c for c in found if (c.channel, c.sender_id) in keys}
+            missing = [{"channel": c, "sender_id": s, "profile": self.profile.id, "state": "bot"}
+                       for c, s in keys - set(convs)]
+            if missing:
+                created = await session.scalars(insert(Conversation).returning(Conversation), missing)
+                convs |= {(c.channel, c.sender_id): c for c in created}
+            rows = [self._inbound_row(convs[(m.channel, m.sender_id)], m) for m in msgs]
+            await session.execute(insert(Message), [
+                {k: getattr(row, k) for k in ("conversation_id", "direction", "provider_message_id", "text",
+                                               "payload", "status", "created_at")} for row in rows
+            ])
+            await session.commit()
+        return [convs[(m.channel, m.sender_id)] for m in msgs]
 
     async def process(self, conv: Conversation) -> list[Reply]:
         """Answer every accepted message of a conversation in the order they arrived."""
         async with self._conversation_lock(conv.channel, conv.sender_id):
+            await self._resend_queued(conv)
             return await self._drain_locked(conv)
+
+    async def _resend_queued(self, conv: Conversation) -> None:
+        """The outbox twin of `_queued_replies`: replies a provider would not deliver earlier (WeChat's
+        48-hour window, profile fallback "marker") go out again now that the citizen wrote."""
+        if conv.channel not in self.outbox_channels:
+            return
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(Message)
+                    .where(Message.conversation_id == conv.id, Message.direction == "out", Message.status == "queued")
+                    .order_by(Message.id)
+                )
+            ).all()
+            if not rows:
+                return
+            for row in rows:
+                row.status = "outbox"
+                buttons = list((row.payload or {}).get("buttons", ()))
+                enqueue(session, channel=conv.channel, recipient=conv.sender_id,
+                        body={"text": RESENT_PREFIX + row.text, "buttons": buttons},
+                        conversation_id=conv.id, message_id=row.id)
+            await session.commit()
+        if self.on_enqueued is not None:
+            self.on_enqueued()
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
         """After a crash or restart, answer messages that were kept but never processed."""
@@ -167,17 +264,21 @@ class Router:
             assert conv is not None
             return conv
 
+    @staticmethod
+    def _inbound_row(conv: Conversation, msg: InboundMessage) -> Message:
+        return Message(
+            conversation_id=conv.id,
+            direction="in",
+            provider_message_id=msg.message_id,
+            text=msg.text,
+            payload={"attachments": list(msg.attachments)} if msg.attachments else None,
+            status="received",
+            created_at=msg.received_at,
+        )
+
     async def _store_inbound(self, conv: Conversation, msg: InboundMessage) -> Message | None:
         async with self.sessions() as session:
-            row = Message(
-                conversation_id=conv.id,
-                direction="in",
-                provider_message_id=msg.message_id,
-                text=msg.text,
-                payload={"attachments": list(msg.attachments)} if msg.attachments else None,
-                status="received",
-                created_at=msg.received_at,
-            )
+            row = self._inbound_row(conv, msg)
             session.add(row)
             try:
                 await session.commit()
@@ -187,6 +288,10 @@ class Router:
             return row
 
     async def _route(self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True) -> list[Reply]:
+        if not text.strip():  # only channels that keep non-text messages (WeChat media) get here
+            attachments = list((inbound.payload or {}).get("attachments", ()))
+            return await self._finish(conv, inbound, replies_without_text(attachments), status="done",
+                                      delivered=delivered)
         if conv.state in ("waiting", "with_agent"):
             return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done", delivered=delivered)
         async with self.sessions() as session:
@@ -197,6 +302,8 @@ class Router:
             )
         if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
+        if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
+            text = await self._button_payload(conv, inbound, text)
         decision = await self.limits.check(conv, text, self._profile(conv))
         if decision.limited_text is not None:
             return await self._finish(conv, inbound, [Reply(decision.limited_text)], status="limited", delivered=delivered)
@@ -210,6 +317,21 @@ class Router:
     def _profile(self, conv: Conversation) -> Profile:
         """The conversation's jurisdiction (fixed when it started), not whatever is configured now."""
         return self.profile if conv.profile == self.profile.id else load_profile(conv.profile)
+
+    async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
+        """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
+        last reply's buttons means that button, so the bot gets its payload, as from the web page."""
+        async with self.sessions() as session:
+            last = await session.scalar(
+                select(Message)
+                .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
+        for button in (last.payload or {}).get("buttons", ()) if last is not None else ():
+            if text.strip() == str(button.get("title", "")).strip() and button.get("payload"):
+                return str(button["payload"])
+        return text
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None
@@ -298,7 +420,7 @@ class Router:
             if payloads:
                 # Payloads are kept on the inbound message for statistics (screened reasons, KB hits).
                 await session.execute(
-                    update(Message).where(Message.id == inbound.id).values(payload={"bot": payloads})
+                    update(Message).where(Message.id == inbound.id).values(payload={**(inbound.payload or {}), "bot": payloads})
                 )
             await session.commit()
         if via_outbox and replies and self.on_enqueued is not None:

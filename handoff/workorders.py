@@ -99,11 +99,14 @@ def _receipt(order: WorkOrder, profile: Profile, *, created: bool, outcome: str 
 
 
 def _transcript(messages: list[Message]) -> list[dict[str, Any]]:
-    return [
-        {"at": m.created_at.isoformat(), "from": "citizen" if m.direction == "in" else "bot", "text": m.text}
-        for m in messages
-        if m.text
-    ]
+    """What was said, with what the citizen attached (WeChat pictures, voice: media ids and links)."""
+    lines = []
+    for m in messages:
+        attachments = [a for a in (m.payload or {}).get("attachments", ()) if a.get("type") != "event"]
+        if m.text or attachments:
+            line = {"at": m.created_at.isoformat(), "from": "citizen" if m.direction == "in" else "bot", "text": m.text}
+            lines.append(line | {"attachments": attachments} if attachments else line)
+    return lines
 
 
 async def create_from_intake(

@@ -1,14 +1,14 @@
 """SMS channel and satisfaction survey: callback dedupe, SMS records, surveys (timers), opt-outs, revisits.
 
 Revision ID: 0005
-Revises: 0003 (the WeChat branch takes 0004; re-chained at merge)
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

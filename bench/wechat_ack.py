@@ -1,0 +1,149 @@
+"""WeChat push-to-acknowledgement latency: p50/p99 for 50 concurrent pushes while the bot is slow
+(WeChat retries anything not answered within 5 s, so the answer must not wait for the bot), side by
+side with the same pushes while the bot answers at once.
+
+    .venv/bin/python -m bench.wechat_ack [--rounds 4] [--concurrency 50] [--bot-delay 2]
+
+Everything runs on loopback. The gateway is its own process (`hotline serve`, SQLite, no Redis,
+configured through HOTLINE_* variables as deployed); this process holds the pushing client, a
+stand-in Rasa REST webhook that sleeps before answering, and the local WeChat API server from the
+tests that receives the replies. Pushes are secure-mode JSON (AES), signed and encrypted before the
+clock starts, each from its own citizen, so the bot calls of a round run concurrently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from gateway.cli import free_port
+from gateway.config import ROOT
+from tests.wechat_api_server import MINI, SlowBot, WeChatAPIServer, WeChatUser, apps_setting, signed_push
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def burst(http: aiohttp.ClientSession, url: str, concurrency: int, api: WeChatAPIServer) -> list[float]:
+    """`concurrency` pushes from as many citizens, all at once; returns each one's ack time in ms."""
+    pushes = []
+    for _ in range(concurrency):
+        user = WeChatUser(None, api, MINI)  # type: ignore[arg-type] - only its push fields are used
+        pushes.append(signed_push(MINI, user.fields("text", Content="天坛路上的路灯坏了好几个星期了")))
+
+    async def one(query: dict[str, str], body: bytes) -> float:
+        started = time.perf_counter()
+        async with http.post(url, params=query, data=body) as resp:
+            text = await resp.text()
+        elapsed = (time.perf_counter() - started) * 1000
+        assert resp.status == 200 and text == "success", (resp.status, text)
+        return elapsed
+
+    return list(await asyncio.gather(*(one(q, b) for q, b in pushes)))
+
+
+async def scenario(http: aiohttp.ClientSession, url: str, api: WeChatAPIServer, bot: SlowBot, *,
+                   delay_s: float, concurrency: int, rounds: int) -> dict[str, float]:
+    bot.delay_s = delay_s
+    sent_before, calls_before = len(api.sent), bot.calls
+    started = time.perf_counter()
+    acks: list[float] = []
+    for _ in range(rounds):
+        acks += await burst(http, url, concurrency, api)
+    first = acks[:concurrency]  # the first burst meets a quiet gateway; later ones meet the answering of earlier ones
+    acked_s = time.perf_counter() - started
+    expected = concurrency * rounds
+    for _ in range(2400):  # every push gets its reply, later (at most 2 minutes)
+        if len(api.sent) - sent_before >= expected:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise TimeoutError(f"only {len(api.sent) - sent_before} of {expected} replies arrived")
+    return {
+        "pushes": expected,
+        "p50": statistics.median(acks),
+        "p99": percentile(acks, 0.99),
+        "max": max(acks),
+        "first_p99": percentile(first, 0.99),
+        "acked_s": acked_s,
+        "replied_s": time.perf_counter() - started,
+        "bot_calls": bot.calls - calls_before,
+    }
+
+
+async def wait_up(http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
+    for _ in range(600):
+        if proc.returncode is not None:
+            raise RuntimeError(f"the gateway exited with {proc.returncode}")
+        try:
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the gateway did not start in 60 s")
+
+
+async def run(concurrency: int, rounds: int, bot_delay_s: float) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-wechat-"))
+    bot = SlowBot()
+    bot_runner, bot_url = await bot.start()
+    api = WeChatAPIServer({MINI.appid: MINI.secret}, enforce_window=False)
+    await api.start()
+    port = free_port()
+    env = os.environ | {
+        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": bot_url,
+        "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port), "HOTLINE_WECHAT_APPS": apps_setting((MINI,)),
+        "HOTLINE_WECHAT_API_BASE": api.url, "HOTLINE_OUTBOX_INTERVAL_S": "0.2",
+    }
+    log = (tmp / "gateway.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway.cli", "serve", env=env, cwd=ROOT,
+                                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/wechat/{MINI.name}"
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            await wait_up(http, f"http://127.0.0.1:{port}/healthz", proc)
+            await scenario(http, url, api, bot, delay_s=0, concurrency=5, rounds=1)  # warm up
+            rows = [
+                ("bot idle, 1 at a time", await scenario(http, url, api, bot, delay_s=0, concurrency=1, rounds=20)),
+                (f"bot idle, {concurrency} concurrent",
+                 await scenario(http, url, api, bot, delay_s=0, concurrency=concurrency, rounds=rounds)),
+                (f"bot {bot_delay_s:g} s, {concurrency} concurrent",
+                 await scenario(http, url, api, bot, delay_s=bot_delay_s, concurrency=concurrency, rounds=rounds)),
+            ]
+    finally:
+        proc.terminate()
+        await proc.wait()
+        log.close()
+        await api.close()
+        await bot_runner.cleanup()
+    print(f"{'scenario':<26} | {'pushes':>6} {'ack p50 ms':>10} {'ack p99 ms':>10} {'ack max ms':>10} "
+          f"{'1st burst p99':>13} | {'all acked s':>11} {'all replied s':>13}")
+    for name, r in rows:
+        print(f"{name:<26} | {r['pushes']:>6.0f} {r['p50']:>10.1f} {r['p99']:>10.1f} {r['max']:>10.1f} "
+              f"{r['first_p99']:>13.1f} | {r['acked_s']:>11.2f} {r['replied_s']:>13.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=4, help="bursts of `concurrency` pushes per scenario")
+    parser.add_argument("--bot-delay", type=float, default=2.0, help="seconds the slow bot takes per message")
+    args = parser.parse_args()
+    asyncio.run(run(args.concurrency, args.rounds, args.bot_delay))
+
+
+if __name__ == "__main__":
+    main()

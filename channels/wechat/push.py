@@ -1,0 +1,215 @@
+"""The push endpoint, one URL per configured app:
+
+GET  /wechat/{app}?signature&timestamp&nonce&echostr   URL verification: echostr back as is
+POST /wechat/{app}?signature&timestamp&nonce[&encrypt_type=aes&msg_signature]   a message or event
+
+A push is verified, parsed, stored (deduplicated by MsgId, or FromUserName + CreateTime for
+events, across replicas) and acknowledged with `success` at once; the bot is asked in a background
+task and its replies leave through the outbox as customer-service messages. WeChat retries a push
+it got no answer to within 5 s, so the answer must never wait for the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from channels.base import InboundMessage
+from channels.wechat.api import (
+    AccessTokens,
+    DbTokenStore,
+    MediaFetcher,
+    RedisTokenStore,
+    TokenStore,
+    WeChatSender,
+    media_fetches,
+)
+from channels.wechat.config import WeChatApp, load_apps
+from channels.wechat.protocol import PushError, check_url_signature, open_push, to_inbound
+from gateway.config import Settings
+from gateway.models import Conversation, OutboxItem
+from gateway.outbox import SENDERS, enqueue
+from gateway.router import Router
+
+log = logging.getLogger(__name__)
+
+ECHOSTR_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+ACK_PRIORITY_S = 0.5  # how long answering waits for a burst of pushes to be acknowledged first
+
+
+@dataclass
+class Runtime:
+    router: Router
+    sessions: async_sessionmaker[AsyncSession]
+    max_body: int
+    store: TokenStore
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    pushes_in_flight: int = 0
+    no_push_in_flight: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.no_push_in_flight.set()
+
+    @contextlib.contextmanager
+    def acknowledging(self) -> Iterator[None]:
+        self.pushes_in_flight += 1
+        self.no_push_in_flight.clear()
+        try:
+            yield
+        finally:
+            self.pushes_in_flight -= 1
+            if not self.pushes_in_flight:
+                self.no_push_in_flight.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Keep a reference (the loop keeps only weak ones) and never let a failure go unlogged."""
+        task = asyncio.create_task(self._guarded(coro))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            # Acknowledgements first: WeChat gives up after 5 s, a reply may take a moment longer.
+            # Under a burst, answering starts once the pushes in flight are acknowledged (or after
+            # ACK_PRIORITY_S at the latest), so the CPU goes to the acks while the burst lasts.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.no_push_in_flight.wait(), ACK_PRIORITY_S)
+            await coro
+        except asyncio.CancelledError:
+            coro.close()  # never started (shutdown during the wait): no "never awaited" warning
+            raise
+        except Exception:
+            log.exception("wechat: answering a push failed; the message is kept and answered on recovery")
+
+
+APPS = web.AppKey("wechat_apps", dict)
+RUNTIME = web.AppKey("wechat_runtime", Runtime)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _app_for(request: web.Request) -> WeChatApp | None:
+    return request.app[APPS].get(request.match_info["app"])
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """Refuse a declared or actual body over the limit without reading more than limit + 1 bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return body
+
+
+async def verify(request: web.Request) -> web.Response:
+    app = _app_for(request)
+    if app is None:
+        return _error(404, "unknown WeChat app")
+    try:
+        check_url_signature(app.token, request.query)
+    except PushError as exc:
+        return _error(exc.status, exc.reason)
+    echostr = request.query.get("echostr", "")
+    if not ECHOSTR_RE.match(echostr):
+        return _error(400, "echostr must be 1-128 printable characters")
+    return web.Response(text=echostr)
+
+
+async def push(request: web.Request) -> web.Response:
+    app = _app_for(request)
+    if app is None:
+        return _error(404, "unknown WeChat app")
+    runtime = request.app[RUNTIME]
+    with runtime.acknowledging():
+        return await _accept(request, app, runtime)
+
+
+async def _accept(request: web.Request, app: WeChatApp, runtime: Runtime) -> web.Response:
+    try:
+        check_url_signature(app.token, request.query)  # before reading the body: forgeries cost nothing
+        raw = await _read_limited(request, runtime.max_body)
+        msg = to_inbound(app, open_push(app, request.query, raw))
+    except PushError as exc:
+        log.warning("wechat %s: push refused (%d): %s", app.name, exc.status, exc.reason)
+        return _error(exc.status, exc.reason)
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body larger than {runtime.max_body} bytes")
+    conv = await runtime.router.accept(msg)
+    if conv is not None:
+        runtime.spawn(_answer(runtime, app, conv, msg))
+    return web.Response(text="success")
+
+
+async def _answer(runtime: Runtime, app: WeChatApp, conv: Conversation, msg: InboundMessage) -> None:
+    """After the acknowledgement: queue the fetch of any picture or voice note (WeChat keeps them
+    3 days), then let the router answer the conversation."""
+    media_ids = media_fetches(msg.attachments)
+    if media_ids:
+        async with runtime.sessions() as session:
+            for media_id in media_ids:
+                key = f"{app.media_channel}:{media_id}"[:128]
+                if await session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is None:
+                    enqueue(session, channel=app.media_channel, recipient=conv.sender_id,
+                            body={"media_id": media_id}, dedupe_key=key, conversation_id=conv.id)
+            try:
+                await session.commit()
+            except IntegrityError:  # another replica queued the same fetch a moment ago
+                await session.rollback()
+        if runtime.router.on_enqueued is not None:
+            runtime.router.on_enqueued()
+    await runtime.router.process(conv)
+
+
+def configure(app: web.Application, settings: Settings) -> None:
+    """Read the apps at start, so a bad configuration stops the gateway with a clear message."""
+    app[APPS] = load_apps(settings.wechat_apps)
+
+
+def setup_runtime(
+    app: web.Application,
+    router: Router,
+    sessions: async_sessionmaker[AsyncSession],
+    http: aiohttp.ClientSession,
+    settings: Settings,
+) -> None:
+    store: TokenStore = RedisTokenStore(settings.redis_url) if settings.redis_url else DbTokenStore(sessions)
+    app[RUNTIME] = Runtime(router, sessions, settings.max_body_bytes, store)
+    api_base = settings.wechat_api_base.rstrip("/")
+    for wechat_app in app[APPS].values():
+        router.outbox_channels.add(wechat_app.channel)
+        tokens = AccessTokens(wechat_app, store, http, api_base, router.coordinator)
+        app[SENDERS][wechat_app.channel] = WeChatSender(wechat_app, tokens, http, api_base, sessions, router.profile)
+        app[SENDERS][wechat_app.media_channel] = MediaFetcher(wechat_app, tokens, http, api_base, sessions)
+
+
+async def shutdown(app: web.Application) -> None:
+    """Stop answering (messages not yet answered are picked up by recover_received after a restart)."""
+    runtime = app.get(RUNTIME)
+    if runtime is None:
+        return
+    tasks = list(runtime.tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await runtime.store.close()
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/wechat/{app}", verify)
+    app.router.add_post("/wechat/{app}", push)
