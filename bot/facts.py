@@ -120,9 +120,24 @@ def extract_time(text: str, now: dt.datetime | None = None) -> TimeFact | None:
             return TimeFact(item["text"], start)
         if detail.get("type") == "time_delta":
             return TimeFact(f"持续{item['text']}")
+    month = _relative_month(text, now)
+    if month is not None:
+        return month
     for word in _ONGOING_WORDS:
         if word in text:
             return TimeFact(f"{word}（持续发生）")
+    return None
+
+
+# jionlp 1.5 parses 上个星期 and 上个月1号 but not a bare month (上个月, 这个月, 本月): fill that gap only.
+_MONTH_WORDS = {"上上个月": -2, "上个月": -1, "上月": -1, "这个月": 0, "本月": 0, "这月": 0}
+
+
+def _relative_month(text: str, now: dt.datetime) -> TimeFact | None:
+    for word, offset in _MONTH_WORDS.items():
+        if word in text:
+            index = now.year * 12 + now.month - 1 + offset
+            return TimeFact(word, dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=CHINA_TZ))
     return None
 
 

@@ -353,7 +353,8 @@ class Router:
         """The bot's custom payloads: the only way it asks the gateway to do something."""
         profile = self._profile(conv)
         if isinstance(payload.get("withdraw"), dict) or isinstance(payload.get("supplement"), dict):
-            return [Reply(await self._follow_up(conv, profile, payload))]
+            answer = await self._follow_up(conv, profile, payload)
+            return [Reply(answer.text, answer.buttons)]
         if isinstance(payload.get("intake"), dict):
             try:
                 receipt = await create_from_intake(
@@ -371,7 +372,7 @@ class Router:
             conv.state = "waiting"
         return []
 
-    async def _follow_up(self, conv: Conversation, profile: Profile, payload: dict[str, Any]) -> str:
+    async def _follow_up(self, conv: Conversation, profile: Profile, payload: dict[str, Any]) -> followups.Answer:
         """Withdraw or supplement one of the citizen's own orders."""
         kind = "withdraw" if isinstance(payload.get("withdraw"), dict) else "supplement"
         body = payload[kind]
@@ -380,7 +381,7 @@ class Router:
         phones = [body.get("phone"), conv.sender_id if conv.channel == "sms" else None]
         common = {"conversation_id": conv.id, "number": number, "phones": phones, "channel": conv.channel}
         if kind == "withdraw":
-            return await followups.withdraw(self.sessions, profile, **common)
+            return await followups.withdraw(self.sessions, profile, confirmed=body.get("confirmed") is True, **common)
         return await followups.supplement(self.sessions, profile, text=str(body.get("text") or ""), **common)
 
     async def _finish(

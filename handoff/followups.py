@@ -5,7 +5,9 @@ conversation, or registered with a contact phone the citizen gives again."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +23,14 @@ NOT_YOURS = (
     "如果是在电话、短信等其他渠道提交的，请同时发送登记时留的联系电话。"
 )
 NONE_OPEN = "没有找到您正在办理中的工单。如需反映新的问题，请直接描述。"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the citizen is told, with buttons where they must choose."""
+
+    text: str
+    buttons: tuple[dict[str, str], ...] = ()
 
 
 def _day(when: dt.datetime) -> str:
@@ -68,24 +78,40 @@ async def withdraw(
     number: str | None,
     phones: Iterable[str | None],
     channel: str,
+    confirmed: bool = True,
     now: dt.datetime | None = None,
-) -> str:
-    """Withdraw the citizen's open order; returns the text for the citizen."""
+) -> Answer:
+    """Withdraw the citizen's open order. Unconfirmed, it names the order and asks first: a withdrawal
+    cannot be undone, and a progress question with a number must never withdraw anything."""
     now = now or utcnow()
     if not profile.withdrawal.allowed:
-        return f"按照{profile.short_name}的规定，已受理的诉求不能在线撤回，如有疑问请拨打12345热线。"
+        return Answer(f"按照{profile.short_name}的规定，已受理的诉求不能在线撤回，如有疑问请拨打12345热线。")
+    phones = list(phones)
     async with sessions() as session:
         picked = _pick(await own_orders(session, profile, conversation_id, phones), number, "撤回")
         if isinstance(picked, str):
-            return picked
+            return Answer(picked)
         if picked.status == "withdrawn":
-            return f"工单{picked.number}已经撤回，无需重复操作。"
+            return Answer(f"工单{picked.number}已经撤回，无需重复操作。")
         if picked.status in CLOSED_STATUSES:
-            return f"工单{picked.number}已办理完毕，无需撤回。如对办理结果有意见，可以在回访时评价。"
+            return Answer(f"工单{picked.number}已办理完毕，无需撤回。如对办理结果有意见，可以在回访时评价。")
+        if not confirmed:
+            entities = {"order_number": picked.number}
+            phone = next((p for p in phones if p), None)
+            if phone and picked.conversation_id != conversation_id:
+                entities["owner_phone"] = phone  # ownership shown by phone must hold at confirmation too
+            summary = str(picked.facts.get("content") or "")[:40]
+            return Answer(
+                f"您要撤回工单{picked.number}（{summary}）吗？撤回后承办单位将不再处理。",
+                (
+                    {"title": "确认撤回", "payload": f"/confirm_withdraw{json.dumps(entities, ensure_ascii=False)}"},
+                    {"title": "不撤回", "payload": "/deny"},
+                ),
+            )
         picked.status = "withdrawn"
         picked.events.append(WorkOrderEvent(status="withdrawn", note=f"by citizen via {channel}", at=now))
         await session.commit()
-        return f"已为您撤回工单{picked.number}，承办单位将不再处理。如有新的问题，欢迎随时反映。"
+        return Answer(f"已为您撤回工单{picked.number}，承办单位将不再处理。如有新的问题，欢迎随时反映。")
 
 
 async def supplement(
@@ -98,15 +124,15 @@ async def supplement(
     text: str,
     channel: str,
     now: dt.datetime | None = None,
-) -> str:
+) -> Answer:
     """Add new facts to the citizen's open order; the clock restarts where the profile says so."""
     now = now or utcnow()
     async with sessions() as session:
         picked = _pick(await own_orders(session, profile, conversation_id, phones), number, "补充")
         if isinstance(picked, str):
-            return picked
+            return Answer(picked)
         if picked.status not in OPEN_STATUSES:
-            return f"工单{picked.number}已办结或已撤回，不能再补充。如有新的情况，请直接重新反映。"
+            return Answer(f"工单{picked.number}已办结或已撤回，不能再补充。如有新的情况，请直接重新反映。")
         entry = {"at": now.isoformat(), "channel": channel, "text": text[:2000], "kind": "supplement"}
         picked.supplements = [*(picked.supplements or []), entry]
         note = f"supplement via {channel}"
@@ -117,4 +143,4 @@ async def supplement(
             reply += f"根据规定，办理时限从今天重新计算，承办单位将在{_day(picked.due_at)}前答复您。"
         picked.events.append(WorkOrderEvent(status="supplemented", note=note, at=now))
         await session.commit()
-        return reply
+        return Answer(reply)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, the held-out NLU score, then pytest against a real Rasa server,
-# action server, redis-server and Debian chromium, all started here on loopback.
+# action server, redis-server, PostgreSQL and Debian chromium, all started here on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -8,6 +8,7 @@ bash scripts/bootstrap.sh
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "error: install ${need[*]} (Debian packages) or run as root" >&2; exit 1; fi
   echo "==> installing ${need[*]}"

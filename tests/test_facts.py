@@ -92,3 +92,35 @@ def test_anonymity_and_content() -> None:
     assert not facts.wants_anonymity("王先生")
     assert not facts.has_content("😀😀😀！！")
     assert facts.has_content("路灯坏了😀")
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [("上个月开始的", "2026-10-01"), ("这个月一直这样", "2026-11-01"), ("上上个月", "2026-09-01"), ("上个月15号", "2026-10-15")],
+)
+def test_relative_months(text: str, start: str) -> None:
+    """jionlp has no bare 上个月 / 这个月; they are filled in, and 上个月15号 still goes to jionlp."""
+    now = dt.datetime(2026, 11, 23, 10, 0, tzinfo=facts.CHINA_TZ)
+    fact = facts.extract_time(text, now)
+    assert fact is not None and fact.start is not None and fact.start.date().isoformat() == start
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("身份证 11010519491231002x", "11010519491231002X"), ("110105 19491231 002X", "11010519491231002X"),
+     ("没有身份证号", None)],
+)
+def test_id_numbers(text: str, expected: str | None) -> None:
+    assert facts.extract_id_number(text) == expected
+
+
+@pytest.mark.parametrize("text", ["110105194912310021", "110105194913310028", "000000194912310026"])
+def test_id_numbers_with_wrong_check_digit_date_or_region_are_refused(text: str) -> None:
+    with pytest.raises(facts.IdNumberError):
+        facts.extract_id_number(text)
+
+
+def test_id_number_masking_and_order_numbers() -> None:
+    assert facts.mask_id_number("11010519491231002X") == "110***********002X"
+    assert facts.extract_order_number("工单 gl 20261101000021 补充") == "GL20261101000021"
+    assert facts.extract_order_number("电话13800001234") is None

@@ -126,18 +126,18 @@ async def test_withdraw_by_number_only_for_own_orders(sessions) -> None:
     mine = await conversation(sessions, "mine")
     other = await conversation(sessions, "other")
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=mine, now=NOW)
-    refused = await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[None],
-                                       channel="web")
+    refused = (await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[None],
+                                       channel="web")).text
     assert "没有在您名下" in refused
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.status == "created"
     # From another channel, the registered phone proves it is theirs.
-    done = await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[PHONE],
-                                    channel="sms")
+    done = (await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[PHONE],
+                                    channel="sms")).text
     assert "已为您撤回" in done
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.status == "withdrawn" and order.events[-1].status == "withdrawn"
-    again = await followups.withdraw(sessions, JIYUAN, conversation_id=mine, number=None, phones=[None], channel="web")
+    again = (await followups.withdraw(sessions, JIYUAN, conversation_id=mine, number=None, phones=[None], channel="web")).text
     assert "没有找到您正在办理中的工单" in again
 
 
@@ -146,10 +146,10 @@ async def test_withdraw_without_number_asks_which_when_several(sessions) -> None
     a = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
     b = await create_from_intake(sessions, intake("小区门口的井盖缺了一块，晚上很危险"), JIYUAN, channel="web",
                                  conversation_id=conv, now=NOW)
-    text = await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web")
+    text = (await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web")).text
     assert a.number in text and b.number in text and "哪一个" in text
     await set_status(sessions, a.number, "closed")
-    text = await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web")
+    text = (await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web")).text
     assert b.number in text and "已为您撤回" in text
 
 
@@ -157,8 +157,8 @@ async def test_supplement_keeps_the_clock_in_jiyuan_and_restarts_it_where_the_pr
     conv = await conversation(sessions)
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
     later = NOW + dt.timedelta(days=3)
-    text = await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None],
-                                      text="昨晚又吵到三点，还有人在店门口打架", channel="web", now=later)
+    text = (await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None],
+                                      text="昨晚又吵到三点，还有人在店门口打架", channel="web", now=later)).text
     assert receipt.number in text and "重新计算" not in text
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.due_at == receipt.due_at
@@ -168,8 +168,8 @@ async def test_supplement_keeps_the_clock_in_jiyuan_and_restarts_it_where_the_pr
     restarting = dataclasses.replace(
         JIYUAN, withdrawal=dataclasses.replace(JIYUAN.withdrawal, supplement_restarts_clock=True)
     )
-    text = await followups.supplement(sessions, restarting, conversation_id=conv, number=receipt.number,
-                                      phones=[None], text="今天早上店主把垃圾倒在了绿化带里", channel="web", now=later)
+    text = (await followups.supplement(sessions, restarting, conversation_id=conv, number=receipt.number,
+                                      phones=[None], text="今天早上店主把垃圾倒在了绿化带里", channel="web", now=later)).text
     assert "重新计算" in text
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.due_at > receipt.due_at
@@ -180,8 +180,8 @@ async def test_supplement_to_a_closed_order_is_refused(sessions) -> None:
     conv = await conversation(sessions)
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
     await set_status(sessions, receipt.number, "closed")
-    text = await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=receipt.number, phones=[None],
-                                      text="还有新情况", channel="web")
+    text = (await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=receipt.number, phones=[None],
+                                      text="还有新情况", channel="web")).text
     assert "不能再补充" in text
 
 
@@ -222,3 +222,20 @@ async def test_flooding_sender_is_limited(sessions) -> None:
     assert conv is not None
     decision = await SenderLimits(sessions).check(conv, "路灯坏了", JIYUAN)
     assert decision.limited_text is not None
+
+
+async def test_withdrawal_is_confirmed_first(sessions) -> None:
+    """A withdrawal cannot be undone: the citizen sees the order and confirms with its button."""
+    conv = await conversation(sessions)
+    receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
+    ask = await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web",
+                                   confirmed=False)
+    assert receipt.number in ask.text and "烧烤店" in ask.text
+    assert ask.buttons[0]["payload"] == f'/confirm_withdraw{{"order_number": "{receipt.number}"}}'
+    order = await get_by_number(sessions, receipt.number)
+    assert order is not None and order.status == "created"
+    # Shown by phone from another conversation: the phone travels with the confirmation button.
+    other = await conversation(sessions, "sms-sender", channel="sms")
+    ask = await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[PHONE],
+                                   channel="sms", confirmed=False)
+    assert '"owner_phone": "13800001234"' in ask.buttons[0]["payload"]

@@ -132,6 +132,14 @@ async def make_order(chat: Chat) -> str:
     return number.group(0)
 
 
+async def test_progress_question_with_a_number_withdraws_nothing(gateway) -> None:
+    chat = new_chat(gateway)
+    number = await make_order(chat)
+    await chat.say(f"工单{number}现在到哪一步了")
+    [order] = await orders(gateway)
+    assert order.status == "created"
+
+
 async def test_supplement_then_withdraw_by_chat(gateway) -> None:
     chat = new_chat(gateway)
     number = await make_order(chat)
@@ -139,7 +147,12 @@ async def test_supplement_then_withdraw_by_chat(gateway) -> None:
     assert "补充的新情况" in asked, asked
     added = Chat.text(await chat.say("昨晚又吵到凌晨三点，还有人在店门口喝醉了砸酒瓶"))
     assert number in added and "已将您补充的情况" in added, added
-    withdrawn = Chat.text(await chat.say(f"工单{number}不用处理了，店已经关门了，帮我撤回吧"))
+    ask = await chat.say(f"工单{number}不用处理了，店已经关门了，帮我撤回吧")
+    assert "您要撤回工单" in Chat.text(ask) and number in Chat.text(ask), ask
+    [orders_before] = await orders(gateway)
+    assert orders_before.status == "created"  # nothing happens before the citizen confirms
+    confirm = next(b for b in ask[-1]["buttons"] if b["title"] == "确认撤回")
+    withdrawn = Chat.text(await chat.say(confirm["payload"]))
     assert "已为您撤回" in withdrawn and number in withdrawn, withdrawn
     [order] = await orders(gateway)
     assert order.status == "withdrawn" and order.supplements[-1]["text"].startswith("昨晚又吵到凌晨三点")
@@ -147,8 +160,12 @@ async def test_supplement_then_withdraw_by_chat(gateway) -> None:
 
 async def test_someone_elses_order_cannot_be_withdrawn(gateway) -> None:
     number = await make_order(new_chat(gateway))
-    reply = Chat.text(await new_chat(gateway).say(f"把工单{number}撤销掉"))
+    stranger = new_chat(gateway)
+    reply = Chat.text(await stranger.say(f"把工单{number}撤销掉"))
     assert "没有在您名下" in reply, reply
+    # Typing the confirmation payload by hand does not help either.
+    forged = Chat.text(await stranger.say(f'/confirm_withdraw{{"order_number": "{number}"}}'))
+    assert "没有在您名下" in forged, forged
     [order] = await orders(gateway)
     assert order.status == "created"
 

@@ -435,6 +435,9 @@ class ActionCancelIntake(Action):
         if tracker.active_loop_name or tracker.get_slot("intake_id"):
             dispatcher.utter_message(response="utter_cancelled", json_message={"cancelled": True})
             return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None)]
+        text = tracker.latest_message.get("text") or ""
+        if facts.extract_order_number(text) or any(w in text for w in ("工单", "单子", "投诉", "举报", "诉求")):
+            return [FollowupAction("action_withdraw")]  # 撤回我的投诉 with no form open: a submitted order
         dispatcher.utter_message(response="utter_nothing_to_cancel")
         return []
 
@@ -451,19 +454,25 @@ class ActionRequestHuman(Action):
 
 
 class ActionWithdraw(Action):
-    """撤回: the gateway finds the citizen's open order (by number, or their recent ones) and answers."""
+    """撤回: the gateway finds the citizen's open order (by number, or their recent ones), asks them to
+    confirm, and withdraws it on `/confirm_withdraw{"order_number": …}` (a button, or its title typed)."""
 
     def name(self) -> str:
         return "action_withdraw"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        text = tracker.latest_message.get("text") or ""
-        dispatcher.utter_message(
-            json_message={"withdraw": {"number": facts.extract_order_number(text), "phone": facts.extract_phone(text)}}
-        )
+        message = tracker.latest_message
+        text = message.get("text") or ""
+        entities = {e.get("entity"): e.get("value") for e in message.get("entities") or []}
+        confirmed = (message.get("intent") or {}).get("name") == "confirm_withdraw"
+        number = entities.get("order_number") if confirmed else facts.extract_order_number(text)
+        phone = entities.get("owner_phone") if confirmed else facts.extract_phone(text)
+        dispatcher.utter_message(json_message={"withdraw": {"number": number, "phone": phone, "confirmed": confirmed}})
         return []
 
 
+# A supplement refers to something already reported; without any of these it is a new request.
+REFERS_BACK = ("补充", "追加", "补冲", "之前", "上次", "刚才", "前几天", "前天", "昨天反映", "工单", "单号", "又", "还有", "新情况")
 SUPPLEMENT_WORDS = ("补充", "追加", "情况", "一下", "材料", "新的", "工单", "我要", "想要", "还有", "之前", "上次", "反映的")
 
 
@@ -487,6 +496,8 @@ class ActionSupplement(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         text = tracker.latest_message.get("text") or ""
         number = facts.extract_order_number(text)
+        if number is None and not any(word in text for word in REFERS_BACK):
+            return [FollowupAction("action_start_intake")]  # 我要反映个情况: a new request, not a supplement
         if len(supplement_substance(text)) >= 6:
             dispatcher.utter_message(json_message={"supplement": {"number": number, "phone": facts.extract_phone(text), "text": facts.normalize(text)}})
             return []
