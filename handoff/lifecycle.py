@@ -59,7 +59,13 @@ async def apply(
     if order.status not in allowed:
         raise TransitionError(f"{event} cannot follow {order.status} (only after {', '.join(allowed)})")
     values: dict[str, object] = {"status": event}
-    if event == "extended":
+    if event == "extended" and days is None and profile is not None and profile.complex_limit_working_days:
+        # 枝江 第十七条(二): a complex matter has its own limit (15 working days), counted like the first.
+        limit = profile.complex_limit_working_days
+        values["due_at"] = due_date(aware(order.created_at), limit, count_start_day=profile.count_start_day)
+        values["limit_working_days"] = limit
+        note = note or f"复杂事项，办理时限{limit}个工作日（{profile.complex_article or profile.document}）"
+    elif event == "extended":
         if not isinstance(days, int) or not 1 <= days <= MAX_EXTENSION_DAYS:
             raise TransitionError(f"extended needs days: an integer from 1 to {MAX_EXTENSION_DAYS}")
         values["due_at"] = due_date(aware(order.due_at), days, count_start_day=False)

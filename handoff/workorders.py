@@ -244,26 +244,6 @@ def _fold_into(order: WorkOrder, profile: Profile, intake: dict[str, Any], chann
     return _receipt(order, profile, created=False, outcome=outcome)
 
 
-async def mark_complex(
-    sessions: async_sessionmaker[AsyncSession], number: str, profile: Profile, *, note: str = ""
-) -> WorkOrder | None:
-    """A handling unit declares an order complex: the profile's complex-case limit replaces the kind's
-    (枝江 第十七条(二) 复杂 15 个工作日), counted from the order's creation. None where no such limit exists."""
-    if profile.complex_limit_working_days is None:
-        return None
-    async with sessions() as session:
-        order = await session.scalar(
-            select(WorkOrder).where(WorkOrder.number == number).options(selectinload(WorkOrder.events))
-        )
-        if order is None:
-            return None
-        order.limit_working_days = profile.complex_limit_working_days
-        order.due_at = due_date(order.created_at, order.limit_working_days, count_start_day=profile.count_start_day)
-        order.events.append(WorkOrderEvent(status="complex", note=note or (profile.complex_article or ""), at=utcnow()))
-        await session.commit()
-        return order
-
-
 async def get_by_number(sessions: async_sessionmaker[AsyncSession], number: str) -> WorkOrder | None:
     async with sessions() as session:
         return await session.scalar(

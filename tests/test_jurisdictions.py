@@ -21,8 +21,9 @@ import yaml
 from bot.screening import real_name_rule, screen, urgent_rule
 from gateway.bot_client import RasaClient
 from gateway.db import make_engine, make_sessions, migrate
+from handoff import lifecycle
 from handoff.deadlines import CHINA_TZ
-from handoff.workorders import create_from_intake, get_by_number, mark_complex
+from handoff.workorders import create_from_intake, get_by_number
 from profiles import ProfileError, available, load, parse_profile
 
 PROFILES = ("jiyuan", "zhijiang", "haojiang", "guilin", "neimenggu")
@@ -200,14 +201,31 @@ async def test_due_dates_on_work_orders(sessions, name: str, kind: str, start: s
 
 
 async def test_complex_case_gets_fifteen_days(sessions) -> None:
-    """枝江 第十七条(二): 复杂事项 15 个工作日 — from 09-30 across National Day to 10-27."""
+    """枝江 第十七条(二): 复杂事项 15 个工作日 — an `extended` event without days declares it complex;
+    from 09-30 across National Day that is 10-27."""
     zhijiang = load("zhijiang")
     receipt = await create_from_intake(sessions, intake("help"), zhijiang, channel="web", conversation_id=None,
                                        now=local("2026-09-30"))
-    order = await mark_complex(sessions, receipt.number, zhijiang)
-    assert order is not None and order.limit_working_days == 15
+    async with sessions() as session:
+        order = await get_by_number(sessions, receipt.number)
+        assert order is not None
+        order = await session.merge(order)
+        for event in ("dispatched", "signed"):
+            await lifecycle.apply(session, order, event, now=local("2026-09-30"), profile=zhijiang)
+        row = await lifecycle.apply(session, order, "extended", now=local("2026-10-09"), profile=zhijiang)
+        await session.commit()
+    order = await get_by_number(sessions, receipt.number)
+    assert order is not None and order.limit_working_days == 15 and "复杂事项" in row.note
     assert order.due_at.astimezone(CHINA_TZ) == local("2026-10-27", dt.time(23, 59, 59))
-    assert await mark_complex(sessions, receipt.number, load("jiyuan")) is None  # 济源 has no such limit
+    # 济源 has no complex-case limit: an extension there must name its days.
+    async with sessions() as session:
+        other = await create_from_intake(sessions, intake("help"), load("jiyuan"), channel="web",
+                                         conversation_id=None, now=local("2026-09-30"))
+        order = await session.merge(await get_by_number(sessions, other.number))
+        for event in ("dispatched", "signed"):
+            await lifecycle.apply(session, order, event, now=local("2026-09-30"), profile=load("jiyuan"))
+        with pytest.raises(lifecycle.TransitionError, match="needs days"):
+            await lifecycle.apply(session, order, "extended", now=local("2026-10-09"), profile=load("jiyuan"))
 
 
 # ---- urgency: recognised from the text, flagged with its hours, told to the citizen ----------------
