@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from channels.base import InboundMessage, Reply
+from gateway.http import read_limited
 from gateway.router import Router
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,6 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
     return InboundMessage(channel=NAME, sender_id=sender, text=message.strip(), message_id=message_id)
 
 
-async def _read_limited(request: web.Request) -> bytes:
-    limit = request.app[MAX_BODY]
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return body
-
-
 async def handle_message(router: Router, msg: InboundMessage) -> list[Reply]:
     if not msg.text:
         return [Reply(EMPTY_TEXT)]
@@ -82,7 +73,7 @@ async def handle_message(router: Router, msg: InboundMessage) -> list[Reply]:
 
 async def rest_webhook(request: web.Request) -> web.Response:
     try:
-        msg = parse_rest_body(await _read_limited(request))
+        msg = parse_rest_body(await read_limited(request, request.app[MAX_BODY]))
     except BadRequest as exc:
         return _error(400, str(exc))
     except web.HTTPRequestEntityTooLarge:

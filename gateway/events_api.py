@@ -22,6 +22,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from gateway.api import _authorised
+from gateway.http import read_limited
 from gateway.models import Survey, WorkOrder
 from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
 from handoff.notify import sign as signature
@@ -95,10 +96,10 @@ async def _apply(request: web.Request, number: str, data: dict[str, Any], source
 
 
 async def _body(request: web.Request) -> bytes | web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY:
+    try:
+        return await read_limited(request, MAX_BODY)
+    except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    return raw if len(raw) <= MAX_BODY else _error(413, f"body larger than {MAX_BODY} bytes")
 
 
 async def post_event(request: web.Request) -> web.Response:

@@ -36,6 +36,7 @@ from channels.sms import alibaba, tencent
 from channels.sms.base import Kind, SmsProvider, normalise_phone, segments
 from channels.sms.log import LogSms
 from gateway.config import Settings
+from gateway.http import read_limited
 from gateway.logs import redact
 from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsOptOut, SmsRecord, Survey
 from gateway.outbox import SENDERS, SendResult
@@ -313,12 +314,7 @@ async def _read_json(request: web.Request) -> Any:
     token = runtime.settings.sms_callback_token
     if token and not hmac.compare_digest(request.query.get("token", "").encode(), token.encode()):
         raise web.HTTPForbidden(text=json.dumps({"error": "wrong or missing token"}), content_type="application/json")
-    limit = runtime.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    raw = await read_limited(request, runtime.settings.max_body_bytes)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

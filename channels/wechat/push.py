@@ -38,6 +38,7 @@ from channels.wechat.api import (
 from channels.wechat.config import WeChatApp, load_apps
 from channels.wechat.protocol import PushError, check_url_signature, open_push, to_inbound
 from gateway.config import Settings
+from gateway.http import read_limited
 from gateway.models import Conversation, OutboxItem
 from gateway.outbox import SENDERS, enqueue
 from gateway.router import Router
@@ -105,16 +106,6 @@ def _app_for(request: web.Request) -> WeChatApp | None:
     return request.app[APPS].get(request.match_info["app"])
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    """Refuse a declared or actual body over the limit without reading more than limit + 1 bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return body
-
-
 async def verify(request: web.Request) -> web.Response:
     app = _app_for(request)
     if app is None:
@@ -141,7 +132,7 @@ async def push(request: web.Request) -> web.Response:
 async def _accept(request: web.Request, app: WeChatApp, runtime: Runtime) -> web.Response:
     try:
         check_url_signature(app.token, request.query)  # before reading the body: forgeries cost nothing
-        raw = await _read_limited(request, runtime.max_body)
+        raw = await read_limited(request, runtime.max_body)
         msg = to_inbound(app, open_push(app, request.query, raw))
     except PushError as exc:
         log.warning("wechat %s: push refused (%d): %s", app.name, exc.status, exc.reason)
