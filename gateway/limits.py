@@ -36,8 +36,11 @@ class SenderLimits:
         now = self.clock()
         limited_text = rules.message.format(hours=f"{rules.limit_hours:g}")
         async with self.sessions() as session:
-            row = await self._row(session, conv)
-            if row.limited_until is not None and row.limited_until > now:
+            query = select(SenderLimit).where(
+                SenderLimit.channel == conv.channel, SenderLimit.sender_id == conv.sender_id
+            )
+            row = await session.scalar(query)  # most senders never have one: it is created on the first strike
+            if row is not None and row.limited_until is not None and row.limited_until > now:
                 return Decision(limited_text=limited_text)
             since = now - dt.timedelta(seconds=rules.flood_window_s)
             recent = await session.scalar(
@@ -45,10 +48,12 @@ class SenderLimits:
                     Message.conversation_id == conv.id, Message.direction == "in", Message.created_at >= since
                 )
             )
-            if (recent or 0) > rules.flood_messages:
-                return await self._limit(session, row, now, "flood", limited_text, rules.limit_hours)
-            if matched_keyword(text, rules.keywords) is None:
+            flooding = (recent or 0) > rules.flood_messages
+            if not flooding and matched_keyword(text, rules.keywords) is None:
                 return Decision()
+            row = row or await self._row(session, conv)
+            if flooding:
+                return await self._limit(session, row, now, "flood", limited_text, rules.limit_hours)
             row.strikes += 1
             if row.strikes >= rules.strikes:
                 return await self._limit(session, row, now, "abuse", limited_text, rules.limit_hours)

@@ -233,15 +233,21 @@ class Router:
 
     async def _drain_locked(self, conv: Conversation, *, upto: int | None = None, delivered: bool = True) -> list[Reply]:
         async with self.sessions() as session:
+            # One read for both: the messages to answer, and any kept while the bot was down (they go first).
             query = select(Message).where(
-                Message.conversation_id == conv.id, Message.direction == "in", Message.status == "received"
+                Message.conversation_id == conv.id,
+                Message.direction == "in",
+                Message.status.in_(("received", "pending_bot")),
             )
             if upto is not None:
                 query = query.where(Message.id <= upto)
             rows = (await session.scalars(query.order_by(Message.id))).all()
         replies: list[Reply] = []
+        first_pending = next((r.id for r in rows if r.status == "pending_bot"), None)
         for row in rows:
-            replies += await self._route(conv, row, row.text, delivered=delivered)
+            if row.status == "received":
+                behind = first_pending is not None and first_pending < row.id
+                replies += await self._route(conv, row, row.text, delivered=delivered, behind_pending=behind)
         return replies
 
     async def _conversation(self, msg: InboundMessage) -> Conversation:
@@ -287,20 +293,16 @@ class Router:
                 return None
             return row
 
-    async def _route(self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True) -> list[Reply]:
+    async def _route(
+        self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, behind_pending: bool = False
+    ) -> list[Reply]:
         if not text.strip():  # only channels that keep non-text messages (WeChat media) get here
             attachments = list((inbound.payload or {}).get("attachments", ()))
             return await self._finish(conv, inbound, replies_without_text(attachments), status="done",
                                       delivered=delivered)
         if conv.state in ("waiting", "with_agent"):
             return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done", delivered=delivered)
-        async with self.sessions() as session:
-            earlier = await session.scalar(
-                select(Message.id).where(
-                    Message.conversation_id == conv.id, Message.status == "pending_bot", Message.id < inbound.id
-                )
-            )
-        if earlier is not None:  # keep the citizen's order: this one waits behind the earlier ones
+        if behind_pending:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
         if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
             text = await self._button_payload(conv, inbound, text)
