@@ -187,7 +187,6 @@ class Profile:
     count_start_day: bool
     dispatch_hours: float
     required_facts: dict[str, tuple[str, ...]]
-    name_policy: str
     urgent_rules: tuple[UrgentRule, ...]
     emergency_article: str
     emergency_services: tuple[EmergencyService, ...]
@@ -397,9 +396,6 @@ def parse_profile(path: Path) -> Profile:
         for s in _need(emergency, "services", list, path, "emergency")
     )
     kb = data.get("knowledge_base")
-    name_policy = data.get("name_policy", "optional")
-    if name_policy not in ("optional", "required"):
-        raise ProfileError(path, "name_policy", "expected 'optional' or 'required'")
     confidence = float(data.get("screening_min_confidence", 0.6))
     if not 0 < confidence <= 1:
         raise ProfileError(path, "screening_min_confidence", "must be in (0, 1]")
@@ -417,7 +413,6 @@ def parse_profile(path: Path) -> Profile:
         count_start_day=_need(times, "count_start_day", bool, path, "time_limits"),
         dispatch_hours=_need(times, "dispatch_hours", float, path, "time_limits"),
         required_facts=facts,
-        name_policy=name_policy,
         urgent_rules=urgent,
         emergency_article=_need(emergency, "article", str, path, "emergency"),
         emergency_services=services,
