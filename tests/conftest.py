@@ -4,6 +4,7 @@ redis-server on a free loopback port, and a fresh SQLite database per test."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import subprocess
 import time
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import ROUTER, create_app
 from gateway.cli import bot_servers, free_port
 from gateway.config import ROOT, Settings
+from gateway.db import make_engine, make_sessions, migrate
 
 LOGS = ROOT / "var" / "test-logs"
 
@@ -113,3 +115,26 @@ def router_of(client: TestClient):  # noqa: ANN201 - the Router
 def chat_factory():  # noqa: ANN201
     return Chat
 
+
+
+class Clock:
+    """Time the code under test reads, moved by the test instead of slept through."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path):  # noqa: ANN201 - an async_sessionmaker
+    """Sessions on a fresh, migrated SQLite file, for tests of the backend without the HTTP app."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'backend.db'}"
+    await migrate(url)
+    engine = make_engine(url)
+    yield make_sessions(engine)
+    await engine.dispose()

@@ -23,7 +23,7 @@ from gateway.models import Message, Revisit, SmsRecord, Survey, WorkOrder
 from handoff.survey import TZ, SurveyService
 from handoff.workorders import create_from_intake
 from profiles import Profile
-from tests.conftest import gateway_client, router_of, settings_for
+from tests.conftest import Clock, gateway_client, router_of, settings_for
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, ProviderServer
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -36,17 +36,6 @@ MATTERS = [
     ("公园里的健身器材螺丝松了，老人差点摔倒", "文化广场公园"),
     ("工地半夜还在施工，噪音吵得睡不着", "北海街道建设工地"),
 ]
-
-
-class Clock:
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
 
 
 def morning(days_ahead: int = 2, hour: int = 10) -> dt.datetime:

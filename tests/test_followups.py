@@ -6,32 +6,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select, update
 
-from gateway.db import make_engine, make_sessions, migrate
 from gateway.limits import SenderLimits
 from gateway.models import Conversation, Message, WorkOrder
 from handoff import followups
 from handoff.deadlines import CHINA_TZ
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import load
+from tests.conftest import Clock
 
 JIYUAN = load("jiyuan")
 NOW = dt.datetime(2026, 11, 23, 9, 0, tzinfo=CHINA_TZ)
 NOISE = "天坛路88号楼下的烧烤店每天晚上营业到凌晨两点，油烟和噪音特别大，影响休息"
 PHONE = "13800001234"
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path):  # noqa: ANN201
-    url = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
-    await migrate(url)
-    engine = make_engine(url)
-    yield make_sessions(engine)
-    await engine.dispose()
 
 
 async def conversation(sessions, sender: str = "c1", channel: str = "web") -> int:  # noqa: ANN001
@@ -185,21 +174,13 @@ async def test_supplement_to_a_closed_order_is_refused(sessions) -> None:
     assert "不能再补充" in text
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 async def test_abusive_sender_is_warned_then_limited_for_the_profiles_time(sessions) -> None:
     """济源 第三十三条: 骚扰、侮辱、威胁 … 在一定时间内限制."""
     conv_id = await conversation(sessions)
     async with sessions() as session:
         conv = await session.get(Conversation, conv_id)
     assert conv is not None
-    clock = Clock()
+    clock = Clock(dt.datetime.now(dt.UTC))
     limits = SenderLimits(sessions, clock)
     assert (await limits.check(conv, "小区门口路灯坏了", JIYUAN)).limited_text is None
     for n in range(1, JIYUAN.abuse.strikes):
@@ -208,7 +189,7 @@ async def test_abusive_sender_is_warned_then_limited_for_the_profiles_time(sessi
     decision = await limits.check(conv, "一群废物", JIYUAN)
     assert decision.limited_text is not None and "第三十三条" in decision.limited_text and "24小时" in decision.limited_text
     assert (await limits.check(conv, "路灯坏了", JIYUAN)).limited_text is not None  # still limited
-    clock.now += dt.timedelta(hours=JIYUAN.abuse.limit_hours, minutes=1)
+    clock.advance(hours=JIYUAN.abuse.limit_hours, minutes=1)
     assert (await limits.check(conv, "路灯坏了", JIYUAN)).limited_text is None
 
 

@@ -20,7 +20,6 @@ import yaml
 
 from bot.screening import real_name_rule, screen, urgent_rule
 from gateway.bot_client import RasaClient
-from gateway.db import make_engine, make_sessions, migrate
 from handoff import lifecycle
 from handoff.deadlines import CHINA_TZ
 from handoff.workorders import create_from_intake, get_by_number
@@ -172,15 +171,6 @@ DUE = [
     ("guilin", "consult", "2026-02-28", "2026-03-03"),
     ("haojiang", "consult", "2026-02-28", "2026-03-02"),
 ]
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path):  # noqa: ANN201
-    url = f"sqlite+aiosqlite:///{tmp_path / 'j.db'}"
-    await migrate(url)
-    engine = make_engine(url)
-    yield make_sessions(engine)
-    await engine.dispose()
 
 
 def intake(kind: str, **extra: object) -> dict[str, object]:

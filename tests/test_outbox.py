@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from pathlib import Path
 
 from sqlalchemy import select
 
-from gateway.db import make_engine, make_sessions, migrate
 from gateway.models import OutboxItem, utcnow
 from gateway.outbox import OutboxWorker, SendResult, enqueue
+from tests.conftest import Clock
 
 
 class ScriptedProvider:
@@ -30,23 +29,6 @@ class ScriptedProvider:
         return SendResult("sent", provider_id=f"p-{item.id}")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow() + dt.timedelta(seconds=1)  # items enqueued just before are due
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
-
-
-async def sessions_for(tmp_path: Path):  # noqa: ANN201
-    url = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
-    await migrate(url)
-    return make_sessions(make_engine(url))
-
-
 async def put(sessions, n: int = 1, channel: str = "test") -> None:  # noqa: ANN001
     async with sessions() as session:
         for i in range(n):
@@ -59,41 +41,38 @@ async def items(sessions) -> list[OutboxItem]:  # noqa: ANN001
         return list((await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all())
 
 
-async def test_retry_with_backoff_then_sent(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
-    clock = Clock()
+async def test_retry_with_backoff_then_sent(sessions) -> None:
+    clock = Clock(utcnow() + dt.timedelta(seconds=1))  # items enqueued just before are due
     provider = ScriptedProvider(SendResult("retry", error="503"), SendResult("retry", error="503"))
     worker = OutboxWorker(sessions, {"test": provider}, base_backoff_s=10, clock=clock)
     await put(sessions)
     assert await worker.deliver_due() == 0
     assert await worker.deliver_due() == 0  # not due yet: backoff 10 s
     assert len(provider.attempts) == 1
-    clock.advance(11)
+    clock.advance(seconds=11)
     assert await worker.deliver_due() == 0  # second failure, next backoff 20 s
-    clock.advance(11)
+    clock.advance(seconds=11)
     assert await worker.deliver_due() == 0
-    clock.advance(10)
+    clock.advance(seconds=10)
     assert await worker.deliver_due() == 1
     [item] = await items(sessions)
     assert (item.status, item.attempts, item.provider_id) == ("sent", 3, f"p-{item.id}")
 
 
-async def test_gives_up_after_max_attempts_and_keeps_the_item(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
-    clock = Clock()
+async def test_gives_up_after_max_attempts_and_keeps_the_item(sessions) -> None:
+    clock = Clock(utcnow() + dt.timedelta(seconds=1))  # items enqueued just before are due
     provider = ScriptedProvider(*[SendResult("retry", error="down")] * 5)
     worker = OutboxWorker(sessions, {"test": provider}, max_attempts=3, base_backoff_s=1, clock=clock)
     await put(sessions)
     for _ in range(5):
         await worker.deliver_due()
-        clock.advance(100)
+        clock.advance(seconds=100)
     [item] = await items(sessions)
     assert (item.status, item.attempts, item.last_error) == ("failed", 3, "down")
     assert item.body == {"text": "第0条"}
 
 
-async def test_held_and_failed_are_not_retried(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
+async def test_held_and_failed_are_not_retried(sessions) -> None:
     provider = ScriptedProvider(SendResult("held", error="45015"), SendResult("failed", error="40003"))
     worker = OutboxWorker(sessions, {"test": provider})
     await put(sessions, 2)
@@ -103,8 +82,7 @@ async def test_held_and_failed_are_not_retried(tmp_path: Path) -> None:
     assert len(provider.attempts) == 2
 
 
-async def test_two_workers_send_each_item_once(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
+async def test_two_workers_send_each_item_once(sessions) -> None:
     provider = ScriptedProvider(delay_s=0.01)
     a, b = (OutboxWorker(sessions, {"test": provider}) for _ in range(2))
     await put(sessions, 20)
@@ -114,20 +92,18 @@ async def test_two_workers_send_each_item_once(tmp_path: Path) -> None:
     assert all(i.status == "sent" for i in await items(sessions))
 
 
-async def test_crashed_workers_lease_expires(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
-    clock = Clock()
+async def test_crashed_workers_lease_expires(sessions) -> None:
+    clock = Clock(utcnow() + dt.timedelta(seconds=1))  # items enqueued just before are due
     await put(sessions)
     worker = OutboxWorker(sessions, {"test": ScriptedProvider()}, lease_s=60, clock=clock)
     [item] = await items(sessions)
     assert await worker._lease(item.id, clock()) is not None  # a worker took it, then died
     assert await worker.deliver_due() == 0
-    clock.advance(61)
+    clock.advance(seconds=61)
     assert await worker.deliver_due() == 1
 
 
-async def test_rolled_back_transaction_sends_nothing(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
+async def test_rolled_back_transaction_sends_nothing(sessions) -> None:
     async with sessions() as session:
         enqueue(session, channel="test", recipient="r", body={"text": "x"})
         await session.rollback()
@@ -136,8 +112,7 @@ async def test_rolled_back_transaction_sends_nothing(tmp_path: Path) -> None:
     assert provider.attempts == [] and await items(sessions) == []
 
 
-async def test_unknown_channel_waits_for_its_sender(tmp_path: Path) -> None:
-    sessions = await sessions_for(tmp_path)
+async def test_unknown_channel_waits_for_its_sender(sessions) -> None:
     await put(sessions, channel="sms")
     assert await OutboxWorker(sessions, {"test": ScriptedProvider()}).deliver_due() == 0
     [item] = await items(sessions)
