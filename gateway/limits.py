@@ -35,23 +35,23 @@ class SenderLimits:
         rules = profile.abuse
         now = self.clock()
         limited_text = rules.message.format(hours=f"{rules.limit_hours:g}")
+        since = now - dt.timedelta(seconds=rules.flood_window_s)
         async with self.sessions() as session:
-            query = select(SenderLimit).where(
+            # One statement on every message (most senders never have a limit row: it is created on
+            # the first strike), so an ordinary turn costs a single round trip here.
+            limited_until = select(SenderLimit.limited_until).where(
                 SenderLimit.channel == conv.channel, SenderLimit.sender_id == conv.sender_id
-            )
-            row = await session.scalar(query)  # most senders never have one: it is created on the first strike
-            if row is not None and row.limited_until is not None and row.limited_until > now:
+            ).scalar_subquery()
+            recent = select(func.count(Message.id)).where(
+                Message.conversation_id == conv.id, Message.direction == "in", Message.created_at >= since
+            ).scalar_subquery()
+            until, count = (await session.execute(select(limited_until, recent))).one()
+            if until is not None and until > now:
                 return Decision(limited_text=limited_text)
-            since = now - dt.timedelta(seconds=rules.flood_window_s)
-            recent = await session.scalar(
-                select(func.count(Message.id)).where(
-                    Message.conversation_id == conv.id, Message.direction == "in", Message.created_at >= since
-                )
-            )
-            flooding = (recent or 0) > rules.flood_messages
+            flooding = (count or 0) > rules.flood_messages
             if not flooding and matched_keyword(text, rules.keywords) is None:
                 return Decision()
-            row = row or await self._row(session, conv)
+            row = await self._row(session, conv)
             if flooding:
                 return await self._limit(session, row, now, "flood", limited_text, rules.limit_hours)
             row.strikes += 1

@@ -104,13 +104,42 @@ class Router:
         if not await self._first_time(msg):
             return await self._replies_for_duplicate(msg)
         async with self._conversation_lock(msg.channel, msg.sender_id):
-            conv = await self._conversation(msg)
-            stored = await self._store_inbound(conv, msg)
-            if stored is None:  # same message id already stored (another replica, or a restart)
+            taken = await self._take_in(msg)
+            if taken is None:  # same message id already stored (another replica, or a restart)
                 return await self._replies_for_duplicate(msg)
-            replies = await self._queued_replies(conv.id)
-            replies += await self._drain_locked(conv, upto=stored.id)
-            return replies
+            conv, released, to_answer = taken
+            return released + await self._answer(conv, to_answer)
+
+    async def _take_in(self, msg: InboundMessage) -> tuple[Conversation, list[Reply], list[Message]] | None:
+        """One transaction: find or start the conversation, keep the message, release the replies
+        queued while the citizen was away, and read what is left to answer (this message and any
+        kept earlier). None when the message id is already stored. Each statement is a round trip
+        to the database thread, so this is where a turn's cost is decided."""
+        for _ in range(2):
+            async with self.sessions() as session:
+                conv = await session.scalar(
+                    select(Conversation).where(Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id)
+                )
+                if conv is None:
+                    conv = Conversation(channel=msg.channel, sender_id=msg.sender_id, profile=self.profile.id, state="bot")
+                    session.add(conv)
+                    try:
+                        await session.flush()
+                    except IntegrityError:  # another replica started it a moment ago: read it again
+                        continue
+                inbound = self._inbound_row(conv, msg)
+                session.add(inbound)
+                try:
+                    await session.flush()
+                except IntegrityError:
+                    return None
+                queued, to_answer = await self._open_messages(session, conv, upto=inbound.id)
+                released = self._release_queued(session, conv, queued)
+                await session.commit()
+            if queued and conv.channel in self.outbox_channels and self.on_enqueued is not None:
+                self.on_enqueued()
+            return conv, released, to_answer
+        raise RuntimeError(f"conversation {msg.channel}:… could not be read or started")
 
     async def accept(self, msg: InboundMessage) -> Conversation | None:
         """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
@@ -138,8 +167,8 @@ class Router:
                 results = []
                 for msg, _ in batch:
                     try:
-                        conv = await self._conversation(msg)
-                        results.append(conv if await self._store_inbound(conv, msg) is not None else None)
+                        taken = await self._take_in(msg)
+                        results.append(taken[0] if taken is not None else None)
                     except Exception as exc:  # noqa: BLE001 - handed to that message's caller (503)
                         results.append(exc)
             for (_, future), result in zip(batch, results, strict=True):
@@ -176,33 +205,44 @@ class Router:
     async def process(self, conv: Conversation) -> list[Reply]:
         """Answer every accepted message of a conversation in the order they arrived."""
         async with self._conversation_lock(conv.channel, conv.sender_id):
-            await self._resend_queued(conv)
-            return await self._drain_locked(conv)
+            async with self.sessions() as session:
+                queued, to_answer = await self._open_messages(session, conv)
+                released = self._release_queued(session, conv, queued)
+                if queued:
+                    await session.commit()
+            if queued and conv.channel in self.outbox_channels and self.on_enqueued is not None:
+                self.on_enqueued()
+            return released + await self._answer(conv, to_answer)
 
-    async def _resend_queued(self, conv: Conversation) -> None:
-        """The outbox twin of `_queued_replies`: replies a provider would not deliver earlier (WeChat's
-        48-hour window, profile fallback "marker") go out again now that the citizen wrote."""
+    @staticmethod
+    async def _open_messages(
+        session: AsyncSession, conv: Conversation, *, upto: int | None = None
+    ) -> tuple[list[Message], list[Message]]:
+        """One read for all of a conversation's unfinished business: replies queued for the citizen,
+        and the messages to answer (received, and any kept while the bot was down, which go first)."""
+        query = select(Message).where(
+            Message.conversation_id == conv.id, Message.status.in_(("queued", "received", "pending_bot"))
+        )
+        if upto is not None:
+            query = query.where(Message.id <= upto)
+        rows = (await session.scalars(query.order_by(Message.id))).all()
+        return [r for r in rows if r.direction == "out"], [r for r in rows if r.direction == "in"]
+
+    def _release_queued(self, session: AsyncSession, conv: Conversation, queued: list[Message]) -> list[Reply]:
+        """Replies produced while the citizen was away: the web gets them with its next answer;
+        outbox channels (a WeChat reply held by the 48-hour window, profile fallback "marker") send
+        them again now that the citizen wrote. Part of the caller's transaction."""
         if conv.channel not in self.outbox_channels:
-            return
-        async with self.sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(Message)
-                    .where(Message.conversation_id == conv.id, Message.direction == "out", Message.status == "queued")
-                    .order_by(Message.id)
-                )
-            ).all()
-            if not rows:
-                return
-            for row in rows:
-                row.status = "outbox"
-                buttons = list((row.payload or {}).get("buttons", ()))
-                enqueue(session, channel=conv.channel, recipient=conv.sender_id,
-                        body={"text": RESENT_PREFIX + row.text, "buttons": buttons},
-                        conversation_id=conv.id, message_id=row.id)
-            await session.commit()
-        if self.on_enqueued is not None:
-            self.on_enqueued()
+            for row in queued:
+                row.status = "delivered"
+            return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in queued]
+        for row in queued:
+            row.status = "outbox"
+            buttons = list((row.payload or {}).get("buttons", ()))
+            enqueue(session, channel=conv.channel, recipient=conv.sender_id,
+                    body={"text": RESENT_PREFIX + row.text, "buttons": buttons},
+                    conversation_id=conv.id, message_id=row.id)
+        return []
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
         """After a crash or restart, answer messages that were kept but never processed."""
@@ -218,9 +258,12 @@ class Router:
         for conv_id in conv_ids:
             async with self.sessions() as session:
                 conv = await session.get(Conversation, conv_id)
-            if conv is not None:
-                async with self._conversation_lock(conv.channel, conv.sender_id):
-                    await self._drain_locked(conv, delivered=False)
+            if conv is None:
+                continue
+            async with self._conversation_lock(conv.channel, conv.sender_id):
+                async with self.sessions() as session:  # read under the lock: another task may have answered
+                    _, to_answer = await self._open_messages(session, conv)
+                await self._answer(conv, to_answer, delivered=False)
         return len(conv_ids)
 
     async def _first_time(self, msg: InboundMessage) -> bool:
@@ -231,44 +274,14 @@ class Router:
     def _conversation_lock(self, channel: str, sender_id: str):  # noqa: ANN202 - an async context manager
         return self.coordinator.lock(f"conv:{channel}:{sender_id}")
 
-    async def _drain_locked(self, conv: Conversation, *, upto: int | None = None, delivered: bool = True) -> list[Reply]:
-        async with self.sessions() as session:
-            # One read for both: the messages to answer, and any kept while the bot was down (they go first).
-            query = select(Message).where(
-                Message.conversation_id == conv.id,
-                Message.direction == "in",
-                Message.status.in_(("received", "pending_bot")),
-            )
-            if upto is not None:
-                query = query.where(Message.id <= upto)
-            rows = (await session.scalars(query.order_by(Message.id))).all()
+    async def _answer(self, conv: Conversation, to_answer: list[Message], *, delivered: bool = True) -> list[Reply]:
         replies: list[Reply] = []
-        first_pending = next((r.id for r in rows if r.status == "pending_bot"), None)
-        for row in rows:
+        first_pending = next((r.id for r in to_answer if r.status == "pending_bot"), None)
+        for row in to_answer:
             if row.status == "received":
                 behind = first_pending is not None and first_pending < row.id
                 replies += await self._route(conv, row, row.text, delivered=delivered, behind_pending=behind)
         return replies
-
-    async def _conversation(self, msg: InboundMessage) -> Conversation:
-        async with self.sessions() as session:
-            conv = await session.scalar(
-                select(Conversation).where(Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id)
-            )
-            if conv is None:
-                conv = Conversation(channel=msg.channel, sender_id=msg.sender_id, profile=self.profile.id, state="bot")
-                session.add(conv)
-                try:
-                    await session.commit()
-                except IntegrityError:
-                    await session.rollback()
-                    conv = await session.scalar(
-                        select(Conversation).where(
-                            Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id
-                        )
-                    )
-            assert conv is not None
-            return conv
 
     @staticmethod
     def _inbound_row(conv: Conversation, msg: InboundMessage) -> Message:
@@ -281,17 +294,6 @@ class Router:
             status="received",
             created_at=msg.received_at,
         )
-
-    async def _store_inbound(self, conv: Conversation, msg: InboundMessage) -> Message | None:
-        async with self.sessions() as session:
-            row = self._inbound_row(conv, msg)
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                return None
-            return row
 
     async def _route(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, behind_pending: bool = False
@@ -397,34 +399,38 @@ class Router:
         delivered: bool = True,
     ) -> list[Reply]:
         via_outbox = conv.channel in self.outbox_channels
-        async with self.sessions() as session:
-            await session.execute(update(Message).where(Message.id == inbound.id).values(status=status))
-            for reply in replies:
-                out = Message(
-                    conversation_id=conv.id,
-                    direction="out",
-                    text=reply.text,
-                    payload={"buttons": list(reply.buttons)} if reply.buttons else None,
-                    status="outbox" if via_outbox else "delivered" if delivered else "queued",
-                    reply_to=inbound.id,
-                )
-                session.add(out)
-                if via_outbox:
-                    await session.flush()
+        values: dict[str, Any] = {"status": status}
+        if payloads:  # kept on the inbound message for statistics (screened reasons, KB hits)
+            values["payload"] = {**(inbound.payload or {}), "bot": payloads}
+        rows = [
+            {
+                "conversation_id": conv.id,
+                "direction": "out",
+                "text": reply.text,
+                "payload": {"buttons": list(reply.buttons)} if reply.buttons else None,
+                "status": "outbox" if via_outbox else "delivered" if delivered else "queued",
+                "reply_to": inbound.id,
+            }
+            for reply in replies
+        ]
+        async with self.sessions() as session:  # one transaction, bulk statements: no unit of work per reply
+            await session.execute(update(Message).where(Message.id == inbound.id).values(**values))
+            if rows and via_outbox:
+                ids = (
+                    await session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows)
+                ).all()
+                for reply, out_id in zip(replies, ids, strict=True):
                     enqueue(
                         session,
                         channel=conv.channel,
                         recipient=conv.sender_id,
                         body={"text": reply.text, "buttons": list(reply.buttons)},
-                        dedupe_key=f"message:{out.id}",
+                        dedupe_key=f"message:{out_id}",
                         conversation_id=conv.id,
-                        message_id=out.id,
+                        message_id=out_id,
                     )
-            if payloads:
-                # Payloads are kept on the inbound message for statistics (screened reasons, KB hits).
-                await session.execute(
-                    update(Message).where(Message.id == inbound.id).values(payload={**(inbound.payload or {}), "bot": payloads})
-                )
+            elif rows:
+                await session.execute(insert(Message), rows)
             await session.commit()
         if via_outbox and replies and self.on_enqueued is not None:
             self.on_enqueued()
@@ -446,24 +452,6 @@ class Router:
             if inbound is None:
                 return []
             rows = await session.scalars(select(Message).where(Message.reply_to == inbound.id).order_by(Message.id))
-            return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in rows]
-
-    async def _queued_replies(self, conversation_id: int) -> list[Reply]:
-        """Replies produced while the citizen was away (bot came back) are delivered on their next turn."""
-        async with self.sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(Message)
-                    .where(Message.conversation_id == conversation_id, Message.status == "queued")
-                    .order_by(Message.id)
-                )
-            ).all()
-            if not rows:
-                return []
-            await session.execute(
-                update(Message).where(Message.id.in_([r.id for r in rows])).values(status="delivered")
-            )
-            await session.commit()
             return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in rows]
 
     async def retry_pending(self) -> int:
