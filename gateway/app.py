@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         coordinator = make_coordinator(settings.redis_url)
         router = Router(
             sessions,
-            RasaClient(settings.rasa_url, http, settings.bot_timeout_s),
+            RasaClient(settings.rasa_url, http, settings.bot_timeout_s, settings.bot_concurrency),
             coordinator,
             profile,
             max_text_chars=settings.max_text_chars,

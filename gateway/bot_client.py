@@ -1,7 +1,15 @@
-"""Talk to the Rasa server over its REST channel (the bot runs in its own Python 3.10 process)."""
+"""Talk to the Rasa server over its REST channel (the bot runs in its own Python 3.10 process).
+
+Messages enter Rasa through a first-come-first-served gate of a few at a time. Rasa runs NLU and
+policies on one event loop; fifty requests at once do not make it faster (it served 5.0 msg/s at
+50 concurrent against 7.9 at 1) and it answers them in no particular order, so the slowest wait far
+longer than their place in the queue. Admitted in order, a message waits for those ahead of it
+only, and Rasa's memory stays bounded under a burst.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -12,25 +20,37 @@ class BotUnavailable(RuntimeError):
 
 
 class RasaClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, timeout_s: float = 30.0, concurrency: int = 4
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._gate = asyncio.Semaphore(concurrency) if concurrency > 0 else None  # 0: no gate
 
     async def send(self, sender: str, text: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
+        """The timeout covers the wait at the gate too: a message that cannot be answered in time
+        is kept as pending and retried, rather than holding the citizen indefinitely."""
         body = {"sender": sender, "message": text, "metadata": metadata}
         try:
-            async with self._session.post(
-                f"{self.base_url}/webhooks/rest/webhook", json=body, timeout=self._timeout
-            ) as resp:
-                if resp.status != 200:
-                    raise BotUnavailable(f"rasa answered HTTP {resp.status}")
-                data = await resp.json(content_type=None)
+            async with asyncio.timeout(self._timeout_s):
+                if self._gate is None:
+                    data = await self._post(body)
+                else:
+                    async with self._gate:
+                        data = await self._post(body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BotUnavailable(f"rasa unreachable: {type(exc).__name__}") from exc
         if not isinstance(data, list):
             raise BotUnavailable("rasa answered with something other than a list")
         return data
+
+    async def _post(self, body: dict[str, Any]) -> Any:
+        async with self._session.post(f"{self.base_url}/webhooks/rest/webhook", json=body) as resp:
+            if resp.status != 200:
+                raise BotUnavailable(f"rasa answered HTTP {resp.status}")
+            return await resp.json(content_type=None)
 
     async def parse(self, text: str) -> dict[str, Any]:
         """NLU only (`/model/parse`, needs --enable-api): what `hotline classify` scores."""

@@ -6,16 +6,26 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from bot.facts import matched_keyword
 from gateway.models import Conversation, Message, SenderLimit, utcnow
 from profiles import Profile
 
 WARNING_TEXT = "请文明用语。多次发送侮辱、骚扰信息将被暂时限制使用本渠道（第{n}次提醒，共{limit}次）。"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A sender's record as the database has it at the start of a turn."""
+
+    limited_until: dt.datetime | None
+    recent: int  # their messages within the profile's flood window, this one included
 
 
 @dataclass(frozen=True)
@@ -31,24 +41,42 @@ class SenderLimits:
         self.sessions = sessions
         self.clock = clock
 
-    async def check(self, conv: Conversation, text: str, profile: Profile) -> Decision:
+    def standing_columns(self, profile: Profile) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+        """The standing as two subqueries correlated to `Conversation`, so it can ride along a query
+        the turn makes anyway (most senders never have a limit row: it is made on the first strike)."""
+        since = self.clock() - dt.timedelta(seconds=profile.abuse.flood_window_s)
+        limited_until = (
+            select(SenderLimit.limited_until)
+            .where(SenderLimit.channel == Conversation.channel, SenderLimit.sender_id == Conversation.sender_id)
+            .correlate(Conversation)
+            .scalar_subquery()
+        )
+        counted = aliased(Message)
+        recent = (
+            select(func.count(counted.id))
+            .where(counted.conversation_id == Conversation.id, counted.direction == "in", counted.created_at >= since)
+            .correlate(Conversation)
+            .scalar_subquery()
+        )
+        return limited_until, recent
+
+    async def standing(self, session: AsyncSession, conv: Conversation, profile: Profile) -> Standing:
+        until, recent = (
+            await session.execute(select(*self.standing_columns(profile)).where(Conversation.id == conv.id))
+        ).one()
+        return Standing(until, recent or 0)
+
+    async def check(self, conv: Conversation, text: str, profile: Profile, standing: Standing | None = None) -> Decision:
+        """`standing` read in the same turn saves a read; without it, it is read here."""
         rules = profile.abuse
         now = self.clock()
         limited_text = rules.message.format(hours=f"{rules.limit_hours:g}")
-        since = now - dt.timedelta(seconds=rules.flood_window_s)
         async with self.sessions() as session:
-            # One statement on every message (most senders never have a limit row: it is created on
-            # the first strike), so an ordinary turn costs a single round trip here.
-            limited_until = select(SenderLimit.limited_until).where(
-                SenderLimit.channel == conv.channel, SenderLimit.sender_id == conv.sender_id
-            ).scalar_subquery()
-            recent = select(func.count(Message.id)).where(
-                Message.conversation_id == conv.id, Message.direction == "in", Message.created_at >= since
-            ).scalar_subquery()
-            until, count = (await session.execute(select(limited_until, recent))).one()
-            if until is not None and until > now:
+            if standing is None:
+                standing = await self.standing(session, conv, profile)
+            if standing.limited_until is not None and standing.limited_until > now:
                 return Decision(limited_text=limited_text)
-            flooding = (count or 0) > rules.flood_messages
+            flooding = standing.recent > rules.flood_messages
             if not flooding and matched_keyword(text, rules.keywords) is None:
                 return Decision()
             row = await self._row(session, conv)

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from channels.base import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
-from gateway.limits import SenderLimits
+from gateway.limits import SenderLimits, Standing
 from gateway.models import Conversation, Message, utcnow
 from gateway.outbox import enqueue
 from handoff import followups
@@ -39,6 +40,7 @@ MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求�
 UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
 RESENT_PREFIX = "（此前未能送达的回复）"
 DUPLICATE_TTL_S = 24 * 3600
+UNFINISHED = ("queued", "received", "pending_bot")  # out: waiting for the citizen; in: waiting for the bot
 
 Notify = Callable[[str, str, list[Reply]], Awaitable[bool]]
 
@@ -107,19 +109,20 @@ class Router:
             taken = await self._take_in(msg)
             if taken is None:  # same message id already stored (another replica, or a restart)
                 return await self._replies_for_duplicate(msg)
-            conv, released, to_answer = taken
-            return released + await self._answer(conv, to_answer)
+            conv, released, to_answer, standing = taken
+            return released + await self._answer(conv, to_answer, standing=standing)
 
-    async def _take_in(self, msg: InboundMessage) -> tuple[Conversation, list[Reply], list[Message]] | None:
+    async def _take_in(
+        self, msg: InboundMessage
+    ) -> tuple[Conversation, list[Reply], list[Message], Standing] | None:
         """One transaction: find or start the conversation, keep the message, release the replies
-        queued while the citizen was away, and read what is left to answer (this message and any
-        kept earlier). None when the message id is already stored. Each statement is a round trip
-        to the database thread, so this is where a turn's cost is decided."""
+        queued while the citizen was away, read what is left to answer (this message and any kept
+        earlier) and the sender's standing. None when the message id is already stored. Every
+        statement is several round trips to SQLite's thread, so this is where a turn's cost is
+        decided."""
         for _ in range(2):
             async with self.sessions() as session:
-                conv = await session.scalar(
-                    select(Conversation).where(Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id)
-                )
+                conv, open_rows, standing = await self._conversation_with_open(session, msg)
                 if conv is None:
                     conv = Conversation(channel=msg.channel, sender_id=msg.sender_id, profile=self.profile.id, state="bot")
                     session.add(conv)
@@ -133,13 +136,41 @@ class Router:
                     await session.flush()
                 except IntegrityError:
                     return None
-                queued, to_answer = await self._open_messages(session, conv, upto=inbound.id)
+                if standing is None or conv.profile != self.profile.id:  # a new conversation, or an older profile
+                    standing = await self.limits.standing(session, conv, self._profile(conv))
+                else:
+                    standing = Standing(standing.limited_until, standing.recent + 1)  # this message counts too
+                queued = [r for r in open_rows if r.direction == "out"]
+                to_answer = [r for r in open_rows if r.direction == "in"] + [inbound]
                 released = self._release_queued(session, conv, queued)
                 await session.commit()
             if queued and conv.channel in self.outbox_channels and self.on_enqueued is not None:
                 self.on_enqueued()
-            return conv, released, to_answer
+            return conv, released, to_answer, standing
         raise RuntimeError(f"conversation {msg.channel}:… could not be read or started")
+
+    async def _conversation_with_open(
+        self, session: AsyncSession, msg: InboundMessage
+    ) -> tuple[Conversation | None, list[Message], Standing | None]:
+        """One statement for three reads: the conversation, its unfinished messages (outer join; the
+        usual case is none) and the sender's standing. Read before the new message is added, which
+        is the same under the conversation lock."""
+        unfinished = aliased(Message)
+        until, recent = self.limits.standing_columns(self.profile)
+        rows = (
+            await session.execute(
+                select(Conversation, unfinished, until, recent)
+                .outerjoin(
+                    unfinished,
+                    (unfinished.conversation_id == Conversation.id) & unfinished.status.in_(UNFINISHED),
+                )
+                .where(Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id)
+                .order_by(unfinished.id)
+            )
+        ).all()
+        if not rows:
+            return None, [], None
+        return rows[0][0], [r[1] for r in rows if r[1] is not None], Standing(rows[0][2], rows[0][3] or 0)
 
     async def accept(self, msg: InboundMessage) -> Conversation | None:
         """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
@@ -216,15 +247,11 @@ class Router:
 
     @staticmethod
     async def _open_messages(
-        session: AsyncSession, conv: Conversation, *, upto: int | None = None
+        session: AsyncSession, conv: Conversation
     ) -> tuple[list[Message], list[Message]]:
         """One read for all of a conversation's unfinished business: replies queued for the citizen,
         and the messages to answer (received, and any kept while the bot was down, which go first)."""
-        query = select(Message).where(
-            Message.conversation_id == conv.id, Message.status.in_(("queued", "received", "pending_bot"))
-        )
-        if upto is not None:
-            query = query.where(Message.id <= upto)
+        query = select(Message).where(Message.conversation_id == conv.id, Message.status.in_(UNFINISHED))
         rows = (await session.scalars(query.order_by(Message.id))).all()
         return [r for r in rows if r.direction == "out"], [r for r in rows if r.direction == "in"]
 
@@ -274,13 +301,17 @@ class Router:
     def _conversation_lock(self, channel: str, sender_id: str):  # noqa: ANN202 - an async context manager
         return self.coordinator.lock(f"conv:{channel}:{sender_id}")
 
-    async def _answer(self, conv: Conversation, to_answer: list[Message], *, delivered: bool = True) -> list[Reply]:
+    async def _answer(
+        self, conv: Conversation, to_answer: list[Message], *, delivered: bool = True, standing: Standing | None = None
+    ) -> list[Reply]:
+        """`standing`, read with the messages, holds for one message; after several, each reads its own."""
         replies: list[Reply] = []
         first_pending = next((r.id for r in to_answer if r.status == "pending_bot"), None)
-        for row in to_answer:
-            if row.status == "received":
-                behind = first_pending is not None and first_pending < row.id
-                replies += await self._route(conv, row, row.text, delivered=delivered, behind_pending=behind)
+        received = [r for r in to_answer if r.status == "received"]
+        for row in received:
+            behind = first_pending is not None and first_pending < row.id
+            replies += await self._route(conv, row, row.text, delivered=delivered, behind_pending=behind,
+                                         standing=standing if len(received) == 1 else None)
         return replies
 
     @staticmethod
@@ -296,7 +327,14 @@ class Router:
         )
 
     async def _route(
-        self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, behind_pending: bool = False
+        self,
+        conv: Conversation,
+        inbound: Message,
+        text: str,
+        *,
+        delivered: bool = True,
+        behind_pending: bool = False,
+        standing: Standing | None = None,
     ) -> list[Reply]:
         if not text.strip():  # only channels that keep non-text messages (WeChat media) get here
             attachments = list((inbound.payload or {}).get("attachments", ()))
@@ -308,7 +346,7 @@ class Router:
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
         if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
             text = await self._button_payload(conv, inbound, text)
-        decision = await self.limits.check(conv, text, self._profile(conv))
+        decision = await self.limits.check(conv, text, self._profile(conv), standing)
         if decision.limited_text is not None:
             return await self._finish(conv, inbound, [Reply(decision.limited_text)], status="limited", delivered=delivered)
         try:
