@@ -32,7 +32,7 @@ async def migrate(url: str) -> None:
 def make_engine(url: str) -> AsyncEngine:
     sqlite = make_url(url).get_backend_name() == "sqlite"
     # A SQLite file has no server connection to go stale: no pre-ping round trip on every checkout.
-    kwargs: dict[str, object] = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
+    kwargs: dict[str, object] = {"connect_args": {"timeout": 30}, "pool_use_lifo": True} if sqlite else {"pool_pre_ping": True}
     engine = create_async_engine(url, **kwargs)
     if sqlite and make_url(url).database not in (None, "", ":memory:"):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)

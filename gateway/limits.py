@@ -41,10 +41,11 @@ class SenderLimits:
         self.sessions = sessions
         self.clock = clock
 
-    def standing_columns(self, profile: Profile) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+    @staticmethod
+    def standing_columns(since: Any) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
         """The standing as two subqueries correlated to `Conversation`, so it can ride along a query
-        the turn makes anyway (most senders never have a limit row: it is made on the first strike)."""
-        since = self.clock() - dt.timedelta(seconds=profile.abuse.flood_window_s)
+        the turn makes anyway (most senders never have a limit row: it is made on the first strike).
+        `since` is the start of the flood window: a datetime, or a bindparam in a prebuilt query."""
         limited_until = (
             select(SenderLimit.limited_until)
             .where(SenderLimit.channel == Conversation.channel, SenderLimit.sender_id == Conversation.sender_id)
@@ -60,9 +61,14 @@ class SenderLimits:
         )
         return limited_until, recent
 
+    def flood_window_start(self, profile: Profile) -> dt.datetime:
+        return self.clock() - dt.timedelta(seconds=profile.abuse.flood_window_s)
+
     async def standing(self, session: AsyncSession, conv: Conversation, profile: Profile) -> Standing:
         until, recent = (
-            await session.execute(select(*self.standing_columns(profile)).where(Conversation.id == conv.id))
+            await session.execute(
+                select(*self.standing_columns(self.flood_window_start(profile))).where(Conversation.id == conv.id)
+            )
         ).one()
         return Standing(until, recent or 0)
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -78,6 +78,18 @@ def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[
     return replies, payloads
 
 
+def _conversation_with_open_query() -> Select[Any]:
+    """Built once: constructing it (aliases, correlated subqueries) cost more than running it."""
+    unfinished = aliased(Message)
+    until, recent = SenderLimits.standing_columns(bindparam("since"))
+    return (
+        select(Conversation, unfinished, until, recent)
+        .outerjoin(unfinished, (unfinished.conversation_id == Conversation.id) & unfinished.status.in_(UNFINISHED))
+        .where(Conversation.channel == bindparam("channel"), Conversation.sender_id == bindparam("sender_id"))
+        .order_by(unfinished.id)
+    )
+
+
 class Router:
     def __init__(
         self,
@@ -98,6 +110,7 @@ class Router:
         # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
         self.outbox_channels: set[str] = set()
         self.on_enqueued: Callable[[], None] | None = None  # wakes the outbox worker after a commit
+        self._with_open_query = _conversation_with_open_query()
         self._accepting: list[tuple[InboundMessage, asyncio.Future[Conversation | None]]] = []
         self._accept_writer: asyncio.Task[None] | None = None
 
@@ -155,17 +168,10 @@ class Router:
         """One statement for three reads: the conversation, its unfinished messages (outer join; the
         usual case is none) and the sender's standing. Read before the new message is added, which
         is the same under the conversation lock."""
-        unfinished = aliased(Message)
-        until, recent = self.limits.standing_columns(self.profile)
         rows = (
             await session.execute(
-                select(Conversation, unfinished, until, recent)
-                .outerjoin(
-                    unfinished,
-                    (unfinished.conversation_id == Conversation.id) & unfinished.status.in_(UNFINISHED),
-                )
-                .where(Conversation.channel == msg.channel, Conversation.sender_id == msg.sender_id)
-                .order_by(unfinished.id)
+                self._with_open_query,
+                {"channel": msg.channel, "sender_id": msg.sender_id, "since": self.limits.flood_window_start(self.profile)},
             )
         ).all()
         if not rows:
