@@ -14,6 +14,7 @@ from channels import sms as sms_channel
 from channels import web as web_channel
 from channels import wechat as wechat_channel
 from gateway import api, events_api
+from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
@@ -68,13 +69,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
         )
         app[ROUTER] = router
         app[SENDERS] = {}
+        answering = Answering(router, settings.answer_concurrency)
         web_channel.setup_runtime(app, router)
-        wechat_channel.setup_runtime(app, router, sessions, http, settings)
+        wechat_channel.setup_runtime(app, router, answering, sessions, http, settings)
         api.setup_runtime(app, sessions, settings.api_token)
         worker = OutboxWorker(sessions, app[SENDERS])
         app[OUTBOX] = worker
         router.on_enqueued = worker.wake
-        sms = sms_channel.setup_runtime(app, router, settings, outbox_max_attempts=worker.max_attempts,
+        sms = sms_channel.setup_runtime(app, router, answering, settings, outbox_max_attempts=worker.max_attempts,
                                         on_enqueued=worker.wake)
         events_api.setup_runtime(app, sms.surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
         tasks = [
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
         ]
         yield
+        await answering.close()
         await wechat_channel.shutdown(app)
         for task in tasks:
             task.cancel()

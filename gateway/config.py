@@ -27,6 +27,7 @@ class Settings:
     max_text_chars: int = 2000
     bot_timeout_s: float = 30.0
     bot_concurrency: int = 4  # messages in Rasa at once, admitted in arrival order; 0 = no limit
+    answer_concurrency: int = 4  # WeChat/SMS conversations answered at once (more only wait at the bot gate)
     retry_interval_s: float = 5.0
     outbox_interval_s: float = 1.0
     # SMS channel and survey (issue 5)
@@ -63,6 +64,7 @@ class Settings:
             max_text_chars=_int("HOTLINE_MAX_TEXT_CHARS", cls.max_text_chars),
             bot_timeout_s=float(os.environ.get("HOTLINE_BOT_TIMEOUT_S", cls.bot_timeout_s)),
             bot_concurrency=_int("HOTLINE_BOT_CONCURRENCY", cls.bot_concurrency),
+            answer_concurrency=_int("HOTLINE_ANSWER_CONCURRENCY", cls.answer_concurrency),
             retry_interval_s=float(os.environ.get("HOTLINE_RETRY_INTERVAL_S", cls.retry_interval_s)),
             outbox_interval_s=float(os.environ.get("HOTLINE_OUTBOX_INTERVAL_S", cls.outbox_interval_s)),
             sms_provider=os.environ.get("HOTLINE_SMS_PROVIDER", cls.sms_provider),

@@ -180,11 +180,20 @@ class SlowBot:
     def __init__(self) -> None:
         self.delay_s = 0.0
         self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.messages: list[str] = []  # in the order they reached the bot
 
     async def webhook(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls += 1
-        await asyncio.sleep(self.delay_s)
+        self.messages.append(body["message"])
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         return web.json_response([{"recipient_id": body["sender"], "text": "您的留言已收到，请问事情发生在什么地方？"}])
 
     async def health(self, request: web.Request) -> web.Response:

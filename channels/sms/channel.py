@@ -35,6 +35,7 @@ from channels.base import InboundMessage
 from channels.sms import alibaba, tencent
 from channels.sms.base import Kind, SmsProvider, normalise_phone, segments
 from channels.sms.log import LogSms
+from gateway.answering import Answering
 from gateway.config import Settings
 from gateway.http import read_limited
 from gateway.logs import redact
@@ -181,8 +182,11 @@ class SmsSender:
 class SmsRuntime:
     """What the SMS routes share: router, survey service, sender, and the background tasks."""
 
-    def __init__(self, router: Router, surveys: SurveyService, provider: SmsProvider, settings: Settings) -> None:
+    def __init__(
+        self, router: Router, answering: Answering, surveys: SurveyService, provider: SmsProvider, settings: Settings
+    ) -> None:
         self.router = router
+        self.answering = answering
         self.sessions = router.sessions
         self.surveys = surveys
         self.provider = provider
@@ -248,7 +252,7 @@ class SmsRuntime:
                 await session.commit()
         if conv is None:
             return "duplicate"
-        self.spawn(self.router.process(conv))
+        self.answering.submit(conv)
         return "bot"
 
     async def _button_payload(self, phone: str, text: str) -> str:
@@ -361,14 +365,14 @@ async def tencent_status(request: web.Request) -> web.Response:
     return web.json_response(tencent.ACK)
 
 
-def setup_runtime(app: web.Application, router: Router, settings: Settings, *, outbox_max_attempts: int = 10,
+def setup_runtime(app: web.Application, router: Router, answering: Answering, settings: Settings, *, outbox_max_attempts: int = 10,
                   on_enqueued: Callable[[], None] | None = None) -> SmsRuntime:
     """Register the "sms" sender and the survey timers; call `close()` on shutdown."""
     surveys = SurveyService(router.sessions, router.profile, on_enqueued=on_enqueued,
                             sign_name=settings.sms_sign_name, segment_chars=settings.sms_segment_chars,
                             webhook_url=settings.ticket_webhook_url)
     provider = make_provider(settings)
-    runtime = SmsRuntime(router, surveys, provider, settings)
+    runtime = SmsRuntime(router, answering, surveys, provider, settings)
     router.outbox_channels.add(NAME)
     app[SENDERS][NAME] = SmsSender(router.sessions, provider, surveys, sign_name=settings.sms_sign_name,
                                    segment_chars=settings.sms_segment_chars, max_attempts=outbox_max_attempts)

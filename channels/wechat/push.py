@@ -4,20 +4,16 @@ GET  /wechat/{app}?signature&timestamp&nonce&echostr   URL verification: echostr
 POST /wechat/{app}?signature&timestamp&nonce[&encrypt_type=aes&msg_signature]   a message or event
 
 A push is verified, parsed, stored (deduplicated by MsgId, or FromUserName + CreateTime for
-events, across replicas) and acknowledged with `success` at once; the bot is asked in a background
-task and its replies leave through the outbox as customer-service messages. WeChat retries a push
+events, across replicas) and acknowledged with `success` at once; the conversation is then queued for answering
+(gateway/answering.py) and the replies leave through the outbox as customer-service messages. WeChat retries a push
 it got no answer to within 5 s, so the answer must never wait for the bot.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -25,7 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from channels.base import InboundMessage
 from channels.wechat.api import (
     AccessTokens,
     DbTokenStore,
@@ -37,6 +32,7 @@ from channels.wechat.api import (
 )
 from channels.wechat.config import WeChatApp, load_apps
 from channels.wechat.protocol import PushError, check_url_signature, open_push, to_inbound
+from gateway.answering import Answering
 from gateway.config import Settings
 from gateway.http import read_limited
 from gateway.models import Conversation, OutboxItem
@@ -46,52 +42,15 @@ from gateway.router import Router
 log = logging.getLogger(__name__)
 
 ECHOSTR_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-ACK_PRIORITY_S = 0.5  # how long answering waits for a burst of pushes to be acknowledged first
 
 
 @dataclass
 class Runtime:
     router: Router
+    answering: Answering
     sessions: async_sessionmaker[AsyncSession]
     max_body: int
     store: TokenStore
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    pushes_in_flight: int = 0
-    no_push_in_flight: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self.no_push_in_flight.set()
-
-    @contextlib.contextmanager
-    def acknowledging(self) -> Iterator[None]:
-        self.pushes_in_flight += 1
-        self.no_push_in_flight.clear()
-        try:
-            yield
-        finally:
-            self.pushes_in_flight -= 1
-            if not self.pushes_in_flight:
-                self.no_push_in_flight.set()
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Keep a reference (the loop keeps only weak ones) and never let a failure go unlogged."""
-        task = asyncio.create_task(self._guarded(coro))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _guarded(self, coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            # Acknowledgements first: WeChat gives up after 5 s, a reply may take a moment longer.
-            # Under a burst, answering starts once the pushes in flight are acknowledged (or after
-            # ACK_PRIORITY_S at the latest), so the CPU goes to the acks while the burst lasts.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.no_push_in_flight.wait(), ACK_PRIORITY_S)
-            await coro
-        except asyncio.CancelledError:
-            coro.close()  # never started (shutdown during the wait): no "never awaited" warning
-            raise
-        except Exception:
-            log.exception("wechat: answering a push failed; the message is kept and answered on recovery")
 
 
 APPS = web.AppKey("wechat_apps", dict)
@@ -125,7 +84,7 @@ async def push(request: web.Request) -> web.Response:
     if app is None:
         return _error(404, "unknown WeChat app")
     runtime = request.app[RUNTIME]
-    with runtime.acknowledging():
+    with runtime.answering.acknowledging():
         return await _accept(request, app, runtime)
 
 
@@ -141,28 +100,26 @@ async def _accept(request: web.Request, app: WeChatApp, runtime: Runtime) -> web
         return _error(413, f"body larger than {runtime.max_body} bytes")
     conv = await runtime.router.accept(msg)
     if conv is not None:
-        runtime.spawn(_answer(runtime, app, conv, msg))
+        media_ids = media_fetches(msg.attachments)
+        prepare = (lambda: _queue_media(runtime, app, conv, media_ids)) if media_ids else None
+        runtime.answering.submit(conv, prepare)
     return web.Response(text="success")
 
 
-async def _answer(runtime: Runtime, app: WeChatApp, conv: Conversation, msg: InboundMessage) -> None:
-    """After the acknowledgement: queue the fetch of any picture or voice note (WeChat keeps them
-    3 days), then let the router answer the conversation."""
-    media_ids = media_fetches(msg.attachments)
-    if media_ids:
-        async with runtime.sessions() as session:
-            for media_id in media_ids:
-                key = f"{app.media_channel}:{media_id}"[:128]
-                if await session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is None:
-                    enqueue(session, channel=app.media_channel, recipient=conv.sender_id,
-                            body={"media_id": media_id}, dedupe_key=key, conversation_id=conv.id)
-            try:
-                await session.commit()
-            except IntegrityError:  # another replica queued the same fetch a moment ago
-                await session.rollback()
-        if runtime.router.on_enqueued is not None:
-            runtime.router.on_enqueued()
-    await runtime.router.process(conv)
+async def _queue_media(runtime: Runtime, app: WeChatApp, conv: Conversation, media_ids: list[str]) -> None:
+    """Before answering: queue the fetch of any picture or voice note (WeChat keeps them 3 days)."""
+    async with runtime.sessions() as session:
+        for media_id in media_ids:
+            key = f"{app.media_channel}:{media_id}"[:128]
+            if await session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is None:
+                enqueue(session, channel=app.media_channel, recipient=conv.sender_id,
+                        body={"media_id": media_id}, dedupe_key=key, conversation_id=conv.id)
+        try:
+            await session.commit()
+        except IntegrityError:  # another replica queued the same fetch a moment ago
+            await session.rollback()
+    if runtime.router.on_enqueued is not None:
+        runtime.router.on_enqueued()
 
 
 def configure(app: web.Application, settings: Settings) -> None:
@@ -173,12 +130,13 @@ def configure(app: web.Application, settings: Settings) -> None:
 def setup_runtime(
     app: web.Application,
     router: Router,
+    answering: Answering,
     sessions: async_sessionmaker[AsyncSession],
     http: aiohttp.ClientSession,
     settings: Settings,
 ) -> None:
     store: TokenStore = RedisTokenStore(settings.redis_url) if settings.redis_url else DbTokenStore(sessions)
-    app[RUNTIME] = Runtime(router, sessions, settings.max_body_bytes, store)
+    app[RUNTIME] = Runtime(router, answering, sessions, settings.max_body_bytes, store)
     api_base = settings.wechat_api_base.rstrip("/")
     for wechat_app in app[APPS].values():
         router.outbox_channels.add(wechat_app.channel)
@@ -188,17 +146,9 @@ def setup_runtime(
 
 
 async def shutdown(app: web.Application) -> None:
-    """Stop answering (messages not yet answered are picked up by recover_received after a restart)."""
     runtime = app.get(RUNTIME)
-    if runtime is None:
-        return
-    tasks = list(runtime.tasks)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await runtime.store.close()
+    if runtime is not None:
+        await runtime.store.close()
 
 
 def add_routes(app: web.Application) -> None:
