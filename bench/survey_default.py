@@ -17,22 +17,19 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import glob
 import logging
 import os
-import shutil
 import sqlite3
-import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, insert, select
 
+from bench.postgres import postgres
 from channels.sms import RUNTIME
 from gateway.app import OUTBOX, create_app
 from gateway.cli import free_port
@@ -85,30 +82,6 @@ async def defaults(url: str, n: int) -> float:
     await engine.dispose()
     assert applied == n and closed == n, (applied, closed)
     return elapsed
-
-
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    """A throwaway cluster on a free loopback port (Debian's binaries; initdb refuses to run as root)."""
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not bins or shutil.which("runuser") is None:
-        raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql")
-    pgbin = bins[-1]
-    data = Path(tempfile.mkdtemp(prefix="hotline-pg-"))
-    shutil.chown(data, "postgres", "postgres")
-    port = free_port()
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, f"{pgbin}/initdb", "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*as_pg, f"{pgbin}/pg_ctl", "-D", str(data / "db"), "-o",
-                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=on", "-w", "start"],
-                   check=True, stdout=subprocess.DEVNULL)
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_pg, f"{pgbin}/pg_ctl", "-D", str(data / "db"), "-m", "fast", "stop"],
-                       stdout=subprocess.DEVNULL)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 async def callbacks(n: int, concurrency: int = 20, wal: bool = False) -> dict[str, float]:

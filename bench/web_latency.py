@@ -1,9 +1,10 @@
 """End-to-end web messages/s and p50/p99 latency through the gateway, side by side with Rasa's own
 REST webhook, at 1, 10 and 50 concurrent conversations; then the RSS of every process.
 
-    .venv/bin/python -m bench.web_latency [--levels 1 10 50] [--chunks 2] [--bot-concurrency 4]
+    .venv/bin/python -m bench.web_latency [--levels 1 10 50] [--chunks 2] [--bot-concurrency 4] [--postgres]
 
-The gateway is its own process (`hotline serve` on SQLite, as deployed); this process is only the
+The gateway is its own process (`hotline serve` on SQLite, or with --postgres on a throwaway
+PostgreSQL cluster, as deployed); this process is only the
 client. Each conversation sends the same realistic turns (a complaint, the phone, anonymity,
 confirmation) to both targets, so the ratio is the gateway's overhead (storage, dedupe, routing,
 payload handling, work orders) over Rasa. The two targets take turns chunk by chunk (a chunk is
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.postgres import postgres
 from gateway.cli import bot_servers, free_port
 from gateway.config import ROOT
 
@@ -144,14 +147,20 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--chunks", type=int, default=2, help="chunks per target and level (at least 20 conversations)")
     parser.add_argument("--bot-concurrency", type=int, default=4, help="HOTLINE_BOT_CONCURRENCY of the gateway")
+    parser.add_argument("--postgres", action="store_true", help="the gateway on a throwaway PostgreSQL cluster")
     args = parser.parse_args()
+    with postgres() if args.postgres else contextlib.nullcontext(None) as pg_url:
+        bench(args, pg_url)
+
+
+def bench(args: argparse.Namespace, pg_url: str | None) -> None:
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
     rasa_port, action_port, port = free_port(), free_port(), free_port()
     with bot_servers(rasa_port, action_port, None, logs) as rasa_url:
         env = os.environ | {
-            "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": rasa_url,
+            "HOTLINE_DATABASE_URL": pg_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": rasa_url,
             "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port),
             "HOTLINE_BOT_CONCURRENCY": str(args.bot_concurrency),
         }
@@ -160,7 +169,8 @@ def main() -> None:
                                        stdout=log, stderr=subprocess.STDOUT)
             try:
                 asyncio.run(wait_up(f"http://127.0.0.1:{port}/healthz", gateway))
-                print(f"gateway: separate process, SQLite, HOTLINE_BOT_CONCURRENCY={args.bot_concurrency}")
+                print(f"gateway: separate process, {'PostgreSQL' if pg_url else 'SQLite'}, "
+                      f"HOTLINE_BOT_CONCURRENCY={args.bot_concurrency}")
                 asyncio.run(run(args.levels, args.chunks, rasa_url, f"http://127.0.0.1:{port}/webhooks/rest/webhook"))
                 out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
                 print("\nRSS after the run:")

@@ -2,7 +2,7 @@
 (WeChat retries anything not answered within 5 s, so the answer must not wait for the bot), side by
 side with the same pushes while the bot answers at once.
 
-    .venv/bin/python -m bench.wechat_ack [--rounds 4] [--concurrency 50] [--bot-delay 2]
+    .venv/bin/python -m bench.wechat_ack [--rounds 4] [--concurrency 50] [--bot-delay 2] [--postgres]
 
 Everything runs on loopback. The gateway is its own process (`hotline serve`, SQLite, no Redis,
 configured through HOTLINE_* variables as deployed); this process holds the pushing client, a
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.postgres import postgres
 from gateway.cli import free_port
 from gateway.config import ROOT
 from tests.wechat_api_server import MINI, SlowBot, WeChatAPIServer, WeChatUser, apps_setting, signed_push
@@ -96,7 +98,7 @@ async def wait_up(http: aiohttp.ClientSession, url: str, proc: asyncio.subproces
     raise TimeoutError("the gateway did not start in 60 s")
 
 
-async def run(concurrency: int, rounds: int, bot_delay_s: float) -> None:
+async def run(concurrency: int, rounds: int, bot_delay_s: float, database_url: str | None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-wechat-"))
     bot = SlowBot()
     bot_runner, bot_url = await bot.start()
@@ -104,7 +106,7 @@ async def run(concurrency: int, rounds: int, bot_delay_s: float) -> None:
     await api.start()
     port = free_port()
     env = os.environ | {
-        "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": bot_url,
+        "HOTLINE_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": bot_url,
         "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port), "HOTLINE_WECHAT_APPS": apps_setting((MINI,)),
         "HOTLINE_WECHAT_API_BASE": api.url, "HOTLINE_OUTBOX_INTERVAL_S": "0.2",
     }
@@ -141,8 +143,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=4, help="bursts of `concurrency` pushes per scenario")
     parser.add_argument("--bot-delay", type=float, default=2.0, help="seconds the slow bot takes per message")
+    parser.add_argument("--postgres", action="store_true", help="the gateway on a throwaway PostgreSQL cluster")
     args = parser.parse_args()
-    asyncio.run(run(args.concurrency, args.rounds, args.bot_delay))
+    with postgres() if args.postgres else contextlib.nullcontext(None) as pg_url:
+        print(f"gateway: {'PostgreSQL' if pg_url else 'SQLite'}, HOTLINE_BOT_CONCURRENCY and HOTLINE_ANSWER_CONCURRENCY "
+              f"{os.environ.get('HOTLINE_BOT_CONCURRENCY', 'default')}/{os.environ.get('HOTLINE_ANSWER_CONCURRENCY', 'default')}")
+        asyncio.run(run(args.concurrency, args.rounds, args.bot_delay, pg_url))
 
 
 if __name__ == "__main__":
