@@ -157,8 +157,7 @@ class Router:
                 to_answer = [r for r in open_rows if r.direction == "in"] + [inbound]
                 released = self._release_queued(session, conv, queued)
                 await session.commit()
-            if queued and conv.channel in self.outbox_channels and self.on_enqueued is not None:
-                self.on_enqueued()
+            self._wake_outbox(conv, bool(queued))
             return conv, released, to_answer, standing
         raise RuntimeError(f"conversation {msg.channel}:… could not be read or started")
 
@@ -247,8 +246,7 @@ class Router:
                 released = self._release_queued(session, conv, queued)
                 if queued:
                     await session.commit()
-            if queued and conv.channel in self.outbox_channels and self.on_enqueued is not None:
-                self.on_enqueued()
+            self._wake_outbox(conv, bool(queued))
             return released + await self._answer(conv, to_answer)
 
     @staticmethod
@@ -260,6 +258,11 @@ class Router:
         query = select(Message).where(Message.conversation_id == conv.id, Message.status.in_(UNFINISHED))
         rows = (await session.scalars(query.order_by(Message.id))).all()
         return [r for r in rows if r.direction == "out"], [r for r in rows if r.direction == "in"]
+
+    def _wake_outbox(self, conv: Conversation, wrote: bool) -> None:
+        """After a commit that wrote replies for this conversation: an outbox channel's worker sends them now."""
+        if wrote and conv.channel in self.outbox_channels and self.on_enqueued is not None:
+            self.on_enqueued()
 
     def _release_queued(self, session: AsyncSession, conv: Conversation, queued: list[Message]) -> list[Reply]:
         """Replies produced while the citizen was away: the web gets them with its next answer;
@@ -476,8 +479,7 @@ class Router:
             elif rows:
                 await session.execute(insert(Message), rows)
             await session.commit()
-        if via_outbox and replies and self.on_enqueued is not None:
-            self.on_enqueued()
+        self._wake_outbox(conv, bool(replies))
         return replies
 
     async def _replies_for_duplicate(self, msg: InboundMessage) -> list[Reply]:
