@@ -1,5 +1,5 @@
 """Real components for the suite: Rasa server + action server (model trained once, cached by hash),
-redis-server on a free loopback port, and a fresh SQLite database per test."""
+redis-server on a free loopback port, a fresh SQLite database per test, and the local WeChat API server."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from gateway.app import ROUTER, create_app
 from gateway.cli import bot_servers, free_port
 from gateway.config import ROOT, Settings
 from gateway.db import make_engine, make_sessions, migrate
+from tests.wechat_api_server import WeChatAPIServer, api_server
 
 LOGS = ROOT / "var" / "test-logs"
 
@@ -138,3 +139,11 @@ async def sessions(tmp_path: Path):  # noqa: ANN201 - an async_sessionmaker
     engine = make_engine(url)
     yield make_sessions(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def wechat_api() -> AsyncIterator[WeChatAPIServer]:
+    server = api_server()
+    await server.start()
+    yield server
+    await server.close()

@@ -23,7 +23,6 @@ from tests.wechat_api_server import (
     OFFICIAL,
     WeChatAPIServer,
     WeChatUser,
-    api_server,
     apps_setting,
     settle,
     signed_push,
@@ -32,14 +31,6 @@ from tests.wechat_api_server import (
 pytestmark = pytest.mark.rasa
 
 COMPLAINT = "昨天晚上十点多，济源市天坛路和济源大道路口的烧烤店噪音太大，吵得根本睡不着，我要投诉"
-
-
-@pytest.fixture
-async def wechat_api() -> AsyncIterator[WeChatAPIServer]:
-    server = api_server()
-    await server.start()
-    yield server
-    await server.close()
 
 
 def wechat_settings(tmp_path: Path, rasa_url: str, api: WeChatAPIServer, **overrides: object):  # noqa: ANN201

@@ -30,7 +30,6 @@ from tests.wechat_api_server import (
     SlowBot,
     WeChatAPIServer,
     WeChatUser,
-    api_server,
     apps_setting,
     settle,
     sha1_sign,
@@ -39,14 +38,6 @@ from tests.wechat_api_server import (
 
 V1_SECURE_BODY = json.dumps({"ToUserName": "gh_97417a04a28d", "Encrypt": V1_ENCRYPT}).encode()
 IMAGE_REPLY = MEDIA_TEXT.format(label="图片")
-
-
-@pytest.fixture
-async def wechat_api() -> AsyncIterator[WeChatAPIServer]:
-    server = api_server()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture
