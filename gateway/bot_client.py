@@ -25,7 +25,6 @@ class RasaClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
-        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._gate = asyncio.Semaphore(concurrency) if concurrency > 0 else None  # 0: no gate
 
@@ -34,7 +33,7 @@ class RasaClient:
         is kept as pending and retried, rather than holding the citizen indefinitely."""
         body = {"sender": sender, "message": text, "metadata": metadata}
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout.total):
                 if self._gate is None:
                     data = await self._post(body)
                 else:
