@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         await sms.close()
         await http.close()
         await coordinator.close()
+        router.close()
         await engine.dispose()
 
     app.cleanup_ctx.append(resources)

@@ -64,7 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, loop=event_loop())
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, loop=event_loop(),
+                    **logsetup.RUNNER_OPTIONS)
     return 0
 
 
@@ -84,7 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logsetup.setup()
     settings = Settings.from_env()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=event_loop())
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=event_loop(),
+                **logsetup.RUNNER_OPTIONS)
     return 0
 
 

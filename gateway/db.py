@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
 
 
 def alembic_config(url: str) -> Config:
@@ -29,12 +34,16 @@ async def migrate(url: str) -> None:
     await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 
+def _sqlite_file(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+
+
 def make_engine(url: str) -> AsyncEngine:
     sqlite = make_url(url).get_backend_name() == "sqlite"
     # A SQLite file has no server connection to go stale: no pre-ping round trip on every checkout.
     kwargs: dict[str, object] = {"connect_args": {"timeout": 30}, "pool_use_lifo": True} if sqlite else {"pool_pre_ping": True}
     engine = create_async_engine(url, **kwargs)
-    if sqlite and make_url(url).database not in (None, "", ":memory:"):
+    if _sqlite_file(make_url(url)):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
     return engine
 
@@ -49,3 +58,45 @@ def _sqlite_wal(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API obj
 
 def make_sessions(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class UnitOfWork:
+    """Runs a function of a (sync) Session as one transaction: committed when it returns, rolled
+    back when it raises.
+
+    Why: on aiosqlite every statement is about four round trips to the driver's thread (0.8 ms with
+    the ORM, for 0.03 ms of SQL), so a turn's two transactions cost 7 ms. On a SQLite file the whole
+    function runs in one hop on a thread of its own with the standard driver, and its transactions
+    never wait for each other's locks there. On a server database (PostgreSQL) the same function
+    runs in an AsyncSession through `run_sync`: one code path, written once as plain ORM code.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self._sync: sessionmaker[Session] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        engine: AsyncEngine = sessions.kw["bind"]
+        if _sqlite_file(engine.url):
+            sync_engine = create_engine(engine.url.set(drivername="sqlite"), connect_args={"timeout": 30})
+            event.listen(sync_engine, "connect", _sqlite_wal)
+            self._sync = sessionmaker(sync_engine, expire_on_commit=False)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-unit-of-work")
+
+    async def __call__(self, work: Callable[[Session], T]) -> T:
+        if self._sync is None or self._thread is None:
+            async with self.sessions() as session:
+                result = await session.run_sync(work)
+                await session.commit()
+                return result
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, work)
+
+    def _run(self, work: Callable[[Session], T]) -> T:
+        assert self._sync is not None
+        with self._sync() as session, session.begin():
+            return work(session)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._sync is not None:
+            self._sync.kw["bind"].dispose()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ScalarSelect, func, select
+from sqlalchemy import ScalarSelect, Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -64,12 +64,12 @@ class SenderLimits:
     def flood_window_start(self, profile: Profile) -> dt.datetime:
         return self.clock() - dt.timedelta(seconds=profile.abuse.flood_window_s)
 
+    def standing_query(self, conv: Conversation, profile: Profile) -> Select[Any]:
+        """The standing on its own, for a conversation read without it (a new one, an older profile)."""
+        return select(*self.standing_columns(self.flood_window_start(profile))).where(Conversation.id == conv.id)
+
     async def standing(self, session: AsyncSession, conv: Conversation, profile: Profile) -> Standing:
-        until, recent = (
-            await session.execute(
-                select(*self.standing_columns(self.flood_window_start(profile))).where(Conversation.id == conv.id)
-            )
-        ).one()
+        until, recent = (await session.execute(self.standing_query(conv, profile))).one()
         return Standing(until, recent or 0)
 
     async def check(self, conv: Conversation, text: str, profile: Profile, standing: Standing | None = None) -> Decision:

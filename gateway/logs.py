@@ -1,10 +1,15 @@
-"""Logging that cannot leak personal data: phone and ID numbers, and WeChat openids in request lines
-(the access log prints the push URL's query), are masked in every record."""
+"""Logging that cannot leak personal data: the access log never prints a query string (a WeChat
+push URL carries the openid and signatures there), and phone and ID numbers and openids are masked
+in every record as a last line of defence."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 
 _ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
 _PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
@@ -26,6 +31,19 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         record.msg, record.args = redact(message), None
         return True
+
+
+class AccessLogger(AbstractAccessLogger):
+    """`remote "METHOD /path" status bytes ms`: the path without its query. aiohttp's default line
+    prints the query (openid, signatures), which then had to be masked on every push; this one has
+    nothing to mask and costs a fifth as much, which counts on the WeChat acknowledgement path."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info('%s "%s %s" %d %d %.1fms', request.remote, request.method, request.path,
+                         response.status, response.body_length, time * 1000)
+
+
+RUNNER_OPTIONS: dict[str, Any] = {"access_log_class": AccessLogger}  # for web.run_app and AppRunner
 
 
 def setup(level: str = "INFO") -> None:

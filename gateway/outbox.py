@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from aiohttp import web
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from gateway.models import OutboxItem, utcnow
 
@@ -46,7 +47,7 @@ class SendResult:
 
 
 def enqueue(
-    session: AsyncSession,
+    session: Session | AsyncSession,
     *,
     channel: str,
     recipient: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,12 @@ from typing import Any
 from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from channels.base import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
+from gateway.db import UnitOfWork
 from gateway.limits import SenderLimits, Standing
 from gateway.models import Conversation, Message, utcnow
 from gateway.outbox import enqueue
@@ -43,6 +45,15 @@ DUPLICATE_TTL_S = 24 * 3600
 UNFINISHED = ("queued", "received", "pending_bot")  # out: waiting for the citizen; in: waiting for the bot
 
 Notify = Callable[[str, str, list[Reply]], Awaitable[bool]]
+TakenIn = tuple[Conversation, list[Reply], list[Message], Standing]
+
+
+class _ConversationStarted(Exception):
+    """Another replica started this conversation between our read and our insert: read it again."""
+
+
+class _AlreadyStored(Exception):
+    """This message id is already stored: a retry, another replica, or a restart."""
 
 
 def bot_sender(conv: Conversation) -> str:
@@ -106,6 +117,7 @@ class Router:
         self.profile = profile
         self.max_text_chars = max_text_chars
         self.limits = SenderLimits(sessions)
+        self.transact = UnitOfWork(sessions)  # a turn's two transactions, each in one hop off the loop
         self.notify: Notify | None = None  # set by channels that can push (WebSocket)
         # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
         self.outbox_channels: set[str] = set()
@@ -113,6 +125,9 @@ class Router:
         self._with_open_query = _conversation_with_open_query()
         self._accepting: list[tuple[InboundMessage, asyncio.Future[Conversation | None]]] = []
         self._accept_writer: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        self.transact.close()
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
         """Process one inbound message and return the replies for it (plus any queued earlier)."""
@@ -125,57 +140,56 @@ class Router:
             conv, released, to_answer, standing = taken
             return released + await self._answer(conv, to_answer, standing=standing)
 
-    async def _take_in(
-        self, msg: InboundMessage
-    ) -> tuple[Conversation, list[Reply], list[Message], Standing] | None:
+    async def _take_in(self, msg: InboundMessage) -> TakenIn | None:
         """One transaction: find or start the conversation, keep the message, release the replies
         queued while the citizen was away, read what is left to answer (this message and any kept
-        earlier) and the sender's standing. None when the message id is already stored. Every
-        statement is several round trips to SQLite's thread, so this is where a turn's cost is
-        decided."""
+        earlier) and the sender's standing. None when the message id is already stored."""
+        since = self.limits.flood_window_start(self.profile)
         for _ in range(2):
-            async with self.sessions() as session:
-                conv, open_rows, standing = await self._conversation_with_open(session, msg)
-                if conv is None:
-                    conv = Conversation(channel=msg.channel, sender_id=msg.sender_id, profile=self.profile.id, state="bot")
-                    session.add(conv)
-                    try:
-                        await session.flush()
-                    except IntegrityError:  # another replica started it a moment ago: read it again
-                        continue
-                inbound = self._inbound_row(conv, msg)
-                session.add(inbound)
-                try:
-                    await session.flush()
-                except IntegrityError:
-                    return None
-                if standing is None or conv.profile != self.profile.id:  # a new conversation, or an older profile
-                    standing = await self.limits.standing(session, conv, self._profile(conv))
-                else:
-                    standing = Standing(standing.limited_until, standing.recent + 1)  # this message counts too
-                queued = [r for r in open_rows if r.direction == "out"]
-                to_answer = [r for r in open_rows if r.direction == "in"] + [inbound]
-                released = self._release_queued(session, conv, queued)
-                await session.commit()
-            self._wake_outbox(conv, bool(queued))
+            try:
+                conv, released, to_answer, standing, requeued = await self.transact(
+                    lambda s: self._take_in_work(s, msg, since)
+                )
+            except _ConversationStarted:
+                continue
+            except _AlreadyStored:
+                return None
+            self._wake_outbox(conv, requeued)
             return conv, released, to_answer, standing
         raise RuntimeError(f"conversation {msg.channel}:… could not be read or started")
 
-    async def _conversation_with_open(
-        self, session: AsyncSession, msg: InboundMessage
-    ) -> tuple[Conversation | None, list[Message], Standing | None]:
-        """One statement for three reads: the conversation, its unfinished messages (outer join; the
-        usual case is none) and the sender's standing. Read before the new message is added, which
-        is the same under the conversation lock."""
-        rows = (
-            await session.execute(
-                self._with_open_query,
-                {"channel": msg.channel, "sender_id": msg.sender_id, "since": self.limits.flood_window_start(self.profile)},
-            )
+    def _take_in_work(
+        self, session: Session, msg: InboundMessage, since: dt.datetime
+    ) -> tuple[Conversation, list[Reply], list[Message], Standing, bool]:
+        rows = session.execute(
+            self._with_open_query, {"channel": msg.channel, "sender_id": msg.sender_id, "since": since}
         ).all()
-        if not rows:
-            return None, [], None
-        return rows[0][0], [r[1] for r in rows if r[1] is not None], Standing(rows[0][2], rows[0][3] or 0)
+        if rows:
+            conv = rows[0][0]
+            open_rows = [r[1] for r in rows if r[1] is not None]
+        else:
+            conv, open_rows = Conversation(channel=msg.channel, sender_id=msg.sender_id, profile=self.profile.id,
+                                           state="bot"), []
+            session.add(conv)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise _ConversationStarted from exc
+        inbound = self._inbound_row(conv, msg)
+        session.add(inbound)
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise _AlreadyStored from exc
+        if not rows or conv.profile != self.profile.id:  # a new conversation, or an older profile
+            until, recent = session.execute(self.limits.standing_query(conv, self._profile(conv))).one()
+            standing = Standing(until, recent or 0)
+        else:  # read before this message was added (the same under the conversation lock): it counts too
+            standing = Standing(rows[0][2], (rows[0][3] or 0) + 1)
+        queued = [r for r in open_rows if r.direction == "out"]
+        released = self._release_queued(session, conv, queued)
+        to_answer = [r for r in open_rows if r.direction == "in"] + [inbound]
+        return conv, released, to_answer, standing, bool(queued)
 
     async def accept(self, msg: InboundMessage) -> Conversation | None:
         """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
@@ -216,47 +230,48 @@ class Router:
                     future.set_result(result)
 
     async def _store_batch(self, msgs: list[InboundMessage]) -> list[Conversation]:
+        return await self.transact(lambda session: self._store_batch_work(session, msgs))
+
+    def _store_batch_work(self, session: Session, msgs: list[InboundMessage]) -> list[Conversation]:
         """One read and two bulk inserts (ORM bulk INSERT, not a unit of work per row) in one commit."""
         keys = {(m.channel, m.sender_id) for m in msgs}
-        async with self.sessions() as session:
-            found = await session.scalars(
-                select(Conversation).where(
-                    Conversation.channel.in_({c for c, _ in keys}), Conversation.sender_id.in_({s for _, s in keys})
-                )
+        found = session.scalars(
+            select(Conversation).where(
+                Conversation.channel.in_({c for c, _ in keys}), Conversation.sender_id.in_({s for _, s in keys})
             )
-            convs = {(c.channel, c.sender_id): c for c in found if (c.channel, c.sender_id) in keys}
-            missing = [{"channel": c, "sender_id": s, "profile": self.profile.id, "state": "bot"}
-                       for c, s in keys - set(convs)]
-            if missing:
-                created = await session.scalars(insert(Conversation).returning(Conversation), missing)
-                convs |= {(c.channel, c.sender_id): c for c in created}
-            rows = [self._inbound_row(convs[(m.channel, m.sender_id)], m) for m in msgs]
-            await session.execute(insert(Message), [
-                {k: getattr(row, k) for k in ("conversation_id", "direction", "provider_message_id", "text",
-                                               "payload", "status", "created_at")} for row in rows
-            ])
-            await session.commit()
+        )
+        convs = {(c.channel, c.sender_id): c for c in found if (c.channel, c.sender_id) in keys}
+        missing = [{"channel": c, "sender_id": s, "profile": self.profile.id, "state": "bot"}
+                   for c, s in keys - set(convs)]
+        if missing:
+            created = session.scalars(insert(Conversation).returning(Conversation), missing)
+            convs |= {(c.channel, c.sender_id): c for c in created}
+        rows = [self._inbound_row(convs[(m.channel, m.sender_id)], m) for m in msgs]
+        session.execute(insert(Message), [
+            {k: getattr(row, k) for k in ("conversation_id", "direction", "provider_message_id", "text",
+                                           "payload", "status", "created_at")} for row in rows
+        ])
         return [convs[(m.channel, m.sender_id)] for m in msgs]
 
     async def process(self, conv: Conversation) -> list[Reply]:
         """Answer every accepted message of a conversation in the order they arrived."""
         async with self._conversation_lock(conv.channel, conv.sender_id):
-            async with self.sessions() as session:
-                queued, to_answer = await self._open_messages(session, conv)
-                released = self._release_queued(session, conv, queued)
-                if queued:
-                    await session.commit()
-            self._wake_outbox(conv, bool(queued))
+            released, to_answer, requeued = await self.transact(lambda session: self._open_work(session, conv))
+            self._wake_outbox(conv, requeued)
             return released + await self._answer(conv, to_answer)
 
+    def _open_work(self, session: Session, conv: Conversation) -> tuple[list[Reply], list[Message], bool]:
+        """Release the replies queued for the citizen; return them, the messages to answer and
+        whether anything was put in the outbox."""
+        queued, to_answer = self._open_messages(session, conv)
+        return self._release_queued(session, conv, queued), to_answer, bool(queued)
+
     @staticmethod
-    async def _open_messages(
-        session: AsyncSession, conv: Conversation
-    ) -> tuple[list[Message], list[Message]]:
+    def _open_messages(session: Session, conv: Conversation) -> tuple[list[Message], list[Message]]:
         """One read for all of a conversation's unfinished business: replies queued for the citizen,
         and the messages to answer (received, and any kept while the bot was down, which go first)."""
         query = select(Message).where(Message.conversation_id == conv.id, Message.status.in_(UNFINISHED))
-        rows = (await session.scalars(query.order_by(Message.id))).all()
+        rows = session.scalars(query.order_by(Message.id)).all()
         return [r for r in rows if r.direction == "out"], [r for r in rows if r.direction == "in"]
 
     def _wake_outbox(self, conv: Conversation, wrote: bool) -> None:
@@ -264,7 +279,7 @@ class Router:
         if wrote and conv.channel in self.outbox_channels and self.on_enqueued is not None:
             self.on_enqueued()
 
-    def _release_queued(self, session: AsyncSession, conv: Conversation, queued: list[Message]) -> list[Reply]:
+    def _release_queued(self, session: Session, conv: Conversation, queued: list[Message]) -> list[Reply]:
         """Replies produced while the citizen was away: the web gets them with its next answer;
         outbox channels (a WeChat reply held by the 48-hour window, profile fallback "marker") send
         them again now that the citizen wrote. Part of the caller's transaction."""
@@ -297,8 +312,8 @@ class Router:
             if conv is None:
                 continue
             async with self._conversation_lock(conv.channel, conv.sender_id):
-                async with self.sessions() as session:  # read under the lock: another task may have answered
-                    _, to_answer = await self._open_messages(session, conv)
+                # read under the lock: another task may have answered
+                _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
                 await self._answer(conv, to_answer, delivered=False)
         return len(conv_ids)
 
@@ -460,12 +475,11 @@ class Router:
             }
             for reply in replies
         ]
-        async with self.sessions() as session:  # one transaction, bulk statements: no unit of work per reply
-            await session.execute(update(Message).where(Message.id == inbound.id).values(**values))
+
+        def work(session: Session) -> None:  # bulk statements: no ORM unit of work per reply
+            session.execute(update(Message).where(Message.id == inbound.id).values(**values))
             if rows and via_outbox:
-                ids = (
-                    await session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows)
-                ).all()
+                ids = session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows).all()
                 for reply, out_id in zip(replies, ids, strict=True):
                     enqueue(
                         session,
@@ -477,8 +491,9 @@ class Router:
                         message_id=out_id,
                     )
             elif rows:
-                await session.execute(insert(Message), rows)
-            await session.commit()
+                session.execute(insert(Message), rows)
+
+        await self.transact(work)
         self._wake_outbox(conv, bool(replies))
         return replies
 

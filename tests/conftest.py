@@ -19,6 +19,7 @@ from gateway.app import ROUTER, create_app
 from gateway.cli import bot_servers, free_port
 from gateway.config import ROOT, Settings
 from gateway.db import make_engine, make_sessions, migrate
+from gateway.logs import RUNNER_OPTIONS
 from tests.wechat_api_server import WeChatAPIServer, api_server
 
 LOGS = ROOT / "var" / "test-logs"
@@ -68,7 +69,9 @@ def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings
 
 @contextlib.asynccontextmanager
 async def gateway_client(settings: Settings) -> AsyncIterator[TestClient]:
-    client = TestClient(TestServer(create_app(settings)))
+    server = TestServer(create_app(settings))
+    await server.start_server(**RUNNER_OPTIONS)  # the production access log (no query strings)
+    client = TestClient(server)
     await client.start_server()
     try:
         yield client
