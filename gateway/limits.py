@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ScalarSelect, Select, func, select
+from sqlalchemy import ScalarSelect, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from bot.facts import matched_keyword
 from gateway.models import Conversation, Message, SenderLimit, utcnow
@@ -40,6 +40,10 @@ class SenderLimits:
     ) -> None:
         self.sessions = sessions
         self.clock = clock
+        # Built once: building the correlated subqueries cost more than running them.
+        self._standing_query = select(*self.standing_columns(bindparam("since"))).where(
+            Conversation.id == bindparam("conversation_id")
+        )
 
     @staticmethod
     def standing_columns(since: Any) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
@@ -64,13 +68,14 @@ class SenderLimits:
     def flood_window_start(self, profile: Profile) -> dt.datetime:
         return self.clock() - dt.timedelta(seconds=profile.abuse.flood_window_s)
 
-    def standing_query(self, conv: Conversation, profile: Profile) -> Select[Any]:
-        """The standing on its own, for a conversation read without it (a new one, an older profile)."""
-        return select(*self.standing_columns(self.flood_window_start(profile))).where(Conversation.id == conv.id)
+    def read_standing(self, session: Session, conv: Conversation, profile: Profile) -> Standing:
+        """The standing on its own, for a conversation read without it, inside the caller's unit of work."""
+        params = {"since": self.flood_window_start(profile), "conversation_id": conv.id}
+        until, recent = session.execute(self._standing_query, params).one()
+        return Standing(until, recent or 0)
 
     async def standing(self, session: AsyncSession, conv: Conversation, profile: Profile) -> Standing:
-        until, recent = (await session.execute(self.standing_query(conv, profile))).one()
-        return Standing(until, recent or 0)
+        return await session.run_sync(lambda sync: self.read_standing(sync, conv, profile))
 
     async def check(self, conv: Conversation, text: str, profile: Profile, standing: Standing | None = None) -> Decision:
         """`standing` read in the same turn saves a read; without it, it is read here."""

@@ -20,7 +20,7 @@ from gateway.cli import bot_servers, free_port
 from gateway.config import ROOT, Settings
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.logs import RUNNER_OPTIONS
-from tests.wechat_api_server import WeChatAPIServer, api_server
+from tests.wechat_api_server import SlowBot, WeChatAPIServer, api_server
 
 LOGS = ROOT / "var" / "test-logs"
 
@@ -142,6 +142,15 @@ async def sessions(tmp_path: Path):  # noqa: ANN201 - an async_sessionmaker
     engine = make_engine(url)
     yield make_sessions(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def bot() -> AsyncIterator[tuple[SlowBot, str]]:
+    """A stand-in speaking Rasa's REST webhook, with a settable delay; yields it and its URL."""
+    stand_in = SlowBot()
+    runner, url = await stand_in.start()
+    yield stand_in, url
+    await runner.cleanup()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -17,14 +16,6 @@ from gateway.models import Message
 from gateway.router import Router
 from profiles import load as load_profile
 from tests.wechat_api_server import SlowBot
-
-
-@pytest.fixture
-async def bot() -> AsyncIterator[tuple[SlowBot, str]]:
-    stand_in = SlowBot()
-    runner, url = await stand_in.start()
-    yield stand_in, url
-    await runner.cleanup()
 
 
 async def test_gate_admits_a_few_at_a_time_in_arrival_order(bot: tuple[SlowBot, str]) -> None:
