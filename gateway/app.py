@@ -18,7 +18,7 @@ from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
-from gateway.db import make_engine, make_sessions, migrate
+from gateway.db import UnitOfWork, make_engine, make_sessions, migrate
 from gateway.outbox import SENDERS, OutboxWorker
 from gateway.router import Router
 from profiles import load as load_profile
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         await migrate(settings.database_url)
         engine = make_engine(settings.database_url)
         sessions = make_sessions(engine)
+        transact = UnitOfWork(sessions)
         http = aiohttp.ClientSession()
         coordinator = make_coordinator(settings.redis_url)
         router = Router(
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             coordinator,
             profile,
             max_text_chars=settings.max_text_chars,
+            transact=transact,
         )
         app[ROUTER] = router
         app[SENDERS] = {}
@@ -73,7 +75,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         web_channel.setup_runtime(app, router)
         wechat_channel.setup_runtime(app, router, answering, sessions, http, settings)
         api.setup_runtime(app, sessions, settings.api_token)
-        worker = OutboxWorker(sessions, app[SENDERS])
+        worker = OutboxWorker(sessions, app[SENDERS], transact=transact)
         app[OUTBOX] = worker
         router.on_enqueued = worker.wake
         sms = sms_channel.setup_runtime(app, router, answering, settings, outbox_max_attempts=worker.max_attempts,
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         await sms.close()
         await http.close()
         await coordinator.close()
-        router.close()
+        transact.close()
         await engine.dispose()
 
     app.cleanup_ctx.append(resources)

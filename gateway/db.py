@@ -60,6 +60,14 @@ def make_sessions(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def in_session(sessions: async_sessionmaker[AsyncSession], work: Callable[[Session], T]) -> T:
+    """A unit of work through an AsyncSession (any database), for callers that hold only sessions."""
+    async with sessions() as session:
+        result = await session.run_sync(work)
+        await session.commit()
+        return result
+
+
 class UnitOfWork:
     """Runs a function of a (sync) Session as one transaction: committed when it returns, rolled
     back when it raises.
@@ -84,10 +92,7 @@ class UnitOfWork:
 
     async def __call__(self, work: Callable[[Session], T]) -> T:
         if self._sync is None or self._thread is None:
-            async with self.sessions() as session:
-                result = await session.run_sync(work)
-                await session.commit()
-                return result
+            return await in_session(self.sessions, work)
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, work)
 
     def _run(self, work: Callable[[Session], T]) -> T:

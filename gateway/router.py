@@ -110,6 +110,7 @@ class Router:
         profile: Profile,
         *,
         max_text_chars: int = 2000,
+        transact: UnitOfWork | None = None,
     ) -> None:
         self.sessions = sessions
         self.bot = bot
@@ -117,7 +118,9 @@ class Router:
         self.profile = profile
         self.max_text_chars = max_text_chars
         self.limits = SenderLimits(sessions)
-        self.transact = UnitOfWork(sessions)  # a turn's two transactions, each in one hop off the loop
+        # A turn's two transactions, each in one hop off the loop; the app shares its own with the outbox.
+        self._owns_transact = transact is None
+        self.transact = transact or UnitOfWork(sessions)
         self.notify: Notify | None = None  # set by channels that can push (WebSocket)
         # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
         self.outbox_channels: set[str] = set()
@@ -127,7 +130,8 @@ class Router:
         self._accept_writer: asyncio.Task[None] | None = None
 
     def close(self) -> None:
-        self.transact.close()
+        if self._owns_transact:
+            self.transact.close()
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
         """Process one inbound message and return the replies for it (plus any queued earlier)."""
@@ -425,7 +429,7 @@ class Router:
         if isinstance(payload.get("intake"), dict):
             try:
                 receipt = await create_from_intake(
-                    self.sessions, payload["intake"], profile, channel=conv.channel, conversation_id=conv.id
+                    self.transact, payload["intake"], profile, channel=conv.channel, conversation_id=conv.id
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)

@@ -4,6 +4,7 @@ it to the citizen's open order for the same matter, or screen it as a repeat of 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -12,9 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from bot.knowledge import similarity
+from gateway.db import UnitOfWork, in_session
 from gateway.models import Message, WorkOrder, WorkOrderEvent, utcnow
 from handoff.deadlines import CHINA_TZ, due_date
 from profiles import Profile
@@ -110,7 +112,7 @@ def _transcript(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 async def create_from_intake(
-    sessions: async_sessionmaker[AsyncSession],
+    db: UnitOfWork | async_sessionmaker[AsyncSession],
     intake: dict[str, Any],
     profile: Profile,
     *,
@@ -118,90 +120,103 @@ async def create_from_intake(
     conversation_id: int | None,
     now: dt.datetime | None = None,
 ) -> Receipt:
-    """Create the work order for an intake, or return the existing one for the same intake id."""
+    """Create the work order for an intake, or return the existing one for the same intake id.
+    `db` runs it as one unit of work: the router's UnitOfWork, or plain sessions."""
     intake_id = str(intake.get("intake_id") or "")
     category = intake.get("category")
     if not intake_id or category not in profile.categories:
         raise IntakeError(f"intake without id or with category {category!r} not accepted by {profile.id}")
-    spec = profile.categories[category]
     now = now or utcnow()
+    transact = db if isinstance(db, UnitOfWork) else functools.partial(in_session, db)
+
+    def work(session: Session) -> Receipt:
+        return _create(session, intake, profile, channel=channel, conversation_id=conversation_id, now=now)
+
+    try:
+        return await transact(work)
+    except IntegrityError:  # a concurrent submit of the same intake won the race: return its order
+        return await transact(work)
+
+
+def _create(
+    session: Session,
+    intake: dict[str, Any],
+    profile: Profile,
+    *,
+    channel: str,
+    conversation_id: int | None,
+    now: dt.datetime,
+) -> Receipt:
+    intake_id = str(intake["intake_id"])
+    category = str(intake["category"])
+    spec = profile.categories[category]
     urgent = bool(intake.get("urgent"))
-
     key = contact_key(intake.get("phone"))
-    async with sessions() as session:
-        existing = await session.scalar(select(WorkOrder).where(WorkOrder.intake_id == intake_id))
-        if existing is not None:
-            return _receipt(existing, profile, created=False)
-        if key is not None:
-            earlier = await _same_matter(session, profile, key, category, intake)
-            if earlier is not None:
-                receipt = _fold_into(earlier, profile, intake, channel, now)
-                if receipt is not None:
-                    await session.commit()
-                    return receipt
-        transcript: list[dict[str, Any]] = []
-        if conversation_id is not None:
-            rows = await session.scalars(
-                select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id.desc()).limit(60)
-            )
-            transcript = _transcript(list(reversed(rows.all())))
-        rule = profile.urgent_rule(intake.get("urgent_rule")) if urgent else None
-        dispatch_due_at = now + dt.timedelta(hours=profile.dispatch_hours)
-        due_at = due_date(now, spec.limit_working_days, count_start_day=profile.count_start_day)
-        if rule is not None:
-            if rule.immediate:
-                dispatch_due_at = now
-            for hours in (rule.dispatch_hours, rule.onsite_hours, (rule.sign_minutes or 0) / 60 or None):
-                if hours is not None:  # on site in 2 h or signed in 30 min means dispatched before then
-                    dispatch_due_at = min(dispatch_due_at, now + dt.timedelta(hours=hours))
-            if rule.resolve_hours is not None:
-                due_at = min(due_at, now + dt.timedelta(hours=rule.resolve_hours))
-        anonymous = bool(intake.get("anonymous"))
-        order = WorkOrder(
-            intake_id=intake_id,
-            profile=profile.id,
-            channel=channel,
-            conversation_id=conversation_id,
-            category=category,
-            urgent=urgent,
-            facts={k: intake.get(k) for k in ("content", "event_time", "place")},
-            contact_phone=intake.get("phone"),
-            contact_name=None if anonymous else intake.get("name"),
-            anonymous=anonymous,
-            transcript=transcript,
-            status="created",
-            created_at=now,
-            dispatch_due_at=dispatch_due_at,
-            due_at=due_at,
-            limit_working_days=spec.limit_working_days,
-            confidential=bool(intake.get("confidential")) or anonymous,
-            contact_id_number=intake.get("id_number"),
-            urgent_reason=rule.id if rule else None,
-            contact_key=key,
-            supplements=[],
-            repeat_count=0,
-            escalated=False,
+    existing = session.scalar(select(WorkOrder).where(WorkOrder.intake_id == intake_id))
+    if existing is not None:
+        return _receipt(existing, profile, created=False)
+    if key is not None:
+        earlier = _same_matter(session, profile, key, category, intake)
+        if earlier is not None:
+            receipt = _fold_into(earlier, profile, intake, channel, now)
+            if receipt is not None:
+                return receipt
+    transcript: list[dict[str, Any]] = []
+    if conversation_id is not None:
+        rows = session.scalars(
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id.desc()).limit(60)
         )
-        session.add(order)
-        try:
-            await session.flush()
-        except IntegrityError:
-            await session.rollback()  # a concurrent submit of the same intake won the race
-            return await create_from_intake(
-                sessions, intake, profile, channel=channel, conversation_id=conversation_id, now=now
-            )
-        local = now.astimezone(CHINA_TZ)
-        order.number = f"{profile.work_order_prefix}{local:%Y%m%d}{order.id:06d}"
-        session.add(WorkOrderEvent(work_order_id=order.id, status="created", note=f"{channel} intake", at=now))
-        await session.commit()
-        return _receipt(order, profile, created=True)
+        transcript = _transcript(list(reversed(rows.all())))
+    rule = profile.urgent_rule(intake.get("urgent_rule")) if urgent else None
+    dispatch_due_at = now + dt.timedelta(hours=profile.dispatch_hours)
+    due_at = due_date(now, spec.limit_working_days, count_start_day=profile.count_start_day)
+    if rule is not None:
+        if rule.immediate:
+            dispatch_due_at = now
+        for hours in (rule.dispatch_hours, rule.onsite_hours, (rule.sign_minutes or 0) / 60 or None):
+            if hours is not None:  # on site in 2 h or signed in 30 min means dispatched before then
+                dispatch_due_at = min(dispatch_due_at, now + dt.timedelta(hours=hours))
+        if rule.resolve_hours is not None:
+            due_at = min(due_at, now + dt.timedelta(hours=rule.resolve_hours))
+    anonymous = bool(intake.get("anonymous"))
+    order = WorkOrder(
+        intake_id=intake_id,
+        profile=profile.id,
+        channel=channel,
+        conversation_id=conversation_id,
+        category=category,
+        urgent=urgent,
+        facts={k: intake.get(k) for k in ("content", "event_time", "place")},
+        contact_phone=intake.get("phone"),
+        contact_name=None if anonymous else intake.get("name"),
+        anonymous=anonymous,
+        transcript=transcript,
+        status="created",
+        created_at=now,
+        dispatch_due_at=dispatch_due_at,
+        due_at=due_at,
+        limit_working_days=spec.limit_working_days,
+        confidential=bool(intake.get("confidential")) or anonymous,
+        contact_id_number=intake.get("id_number"),
+        urgent_reason=rule.id if rule else None,
+        contact_key=key,
+        supplements=[],
+        repeat_count=0,
+        escalated=False,
+    )
+    session.add(order)
+    session.flush()  # IntegrityError: the same intake id was stored a moment ago
+    local = now.astimezone(CHINA_TZ)
+    order.number = f"{profile.work_order_prefix}{local:%Y%m%d}{order.id:06d}"
+    session.add(WorkOrderEvent(work_order_id=order.id, status="created", note=f"{channel} intake", at=now))
+    return _receipt(order, profile, created=True)
 
 
-async def _same_matter(
-    session: AsyncSession, profile: Profile, key: str, category: str, intake: dict[str, Any]
+def _same_matter(
+    session: Session, profile: Profile, key: str, category: str, intake: dict[str, Any]
 ) -> WorkOrder | None:
     """The citizen's most recent order for the same matter: same contact, kind and place, similar content."""
-    rows = await session.scalars(
+    rows = session.scalars(
         select(WorkOrder)
         .where(
             WorkOrder.profile == profile.id,
