@@ -1,15 +1,16 @@
 """End-to-end web messages/s and p50/p99 latency through the gateway, side by side with Rasa's own
 REST webhook, at 1, 10 and 50 concurrent conversations; then the RSS of every process.
 
-    .venv/bin/python -m bench.web_latency [--levels 1 10 50] [--chunks 2] [--bot-concurrency 4] [--postgres]
+    .venv/bin/python -m bench.web_latency [--levels 1 10 50] [--conversations 60] [--bot-concurrency 4] [--postgres]
 
 The gateway is its own process (`hotline serve` on SQLite, or with --postgres on a throwaway
 PostgreSQL cluster, as deployed); this process is only the
 client. Each conversation sends the same realistic turns (a complaint, the phone, anonymity,
 confirmation) to both targets, so the ratio is the gateway's overhead (storage, dedupe, routing,
 payload handling, work orders) over Rasa. The two targets take turns chunk by chunk (a chunk is
-`concurrency` conversations at once), so slow phases of the machine hit both alike; at one
-conversation there are 20 chunks per target, so a percentile is not one unlucky sample.
+`concurrency` conversations at once), so slow phases of the machine hit both alike. Each level runs
+at least 60 conversations (240 messages) per target: with 80, the p99 was the single slowest message,
+and one slow Rasa answer moved the ratio by half.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("the gateway did not start in 60 s")
 
 
-async def run(levels: list[int], chunks: int, rasa_url: str, gateway_url: str) -> None:
+async def run(levels: list[int], chunks: int, conversations: int, rasa_url: str, gateway_url: str) -> None:
     """The issue's ratios of p50 and p99, then two views that a mix of turn types cannot distort: the
     ratio of means, and per turn the p50 the gateway adds (a turn takes 55-200 ms in Rasa, so the
     overall p50 falls in a gap between turn types and moves in steps)."""
@@ -132,7 +133,7 @@ async def run(levels: list[int], chunks: int, rasa_url: str, gateway_url: str) -
     print(f"{'conc':>4} {'msgs':>5} | {'rasa msg/s':>10} {'p50 ms':>8} {'p99 ms':>8} | {'gateway msg/s':>13} "
           f"{'p50 ms':>8} {'p99 ms':>8} | {'p50 ratio':>9} {'p99 ratio':>9}")
     for c in levels:
-        direct, via = await level(rasa_url, gateway_url, c, max(chunks, 20 // c))
+        direct, via = await level(rasa_url, gateway_url, c, max(chunks, -(-conversations // c)))
         print(f"{c:>4} {via['n']:>5.0f} | {direct['msgs_per_s']:>10.1f} {direct['p50_ms']:>8.1f} "
               f"{direct['p99_ms']:>8.1f} | {via['msgs_per_s']:>13.1f} {via['p50_ms']:>8.1f} {via['p99_ms']:>8.1f} | "
               f"{via['p50_ms'] / direct['p50_ms']:>9.3f} {via['p99_ms'] / direct['p99_ms']:>9.3f}", flush=True)
@@ -145,7 +146,9 @@ async def run(levels: list[int], chunks: int, rasa_url: str, gateway_url: str) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
-    parser.add_argument("--chunks", type=int, default=2, help="chunks per target and level (at least 20 conversations)")
+    parser.add_argument("--chunks", type=int, default=2, help="chunks per target and level (at least 2)")
+    parser.add_argument("--conversations", type=int, default=60,
+                        help="conversations per target and level, at least (60: 240 messages, so p99 is not the maximum)")
     parser.add_argument("--bot-concurrency", type=int, default=4, help="HOTLINE_BOT_CONCURRENCY of the gateway")
     parser.add_argument("--postgres", action="store_true", help="the gateway on a throwaway PostgreSQL cluster")
     args = parser.parse_args()
@@ -171,7 +174,7 @@ def bench(args: argparse.Namespace, pg_url: str | None) -> None:
                 asyncio.run(wait_up(f"http://127.0.0.1:{port}/healthz", gateway))
                 print(f"gateway: separate process, {'PostgreSQL' if pg_url else 'SQLite'}, "
                       f"HOTLINE_BOT_CONCURRENCY={args.bot_concurrency}")
-                asyncio.run(run(args.levels, args.chunks, rasa_url, f"http://127.0.0.1:{port}/webhooks/rest/webhook"))
+                asyncio.run(run(args.levels, args.chunks, args.conversations, rasa_url, f"http://127.0.0.1:{port}/webhooks/rest/webhook"))
                 out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
                 print("\nRSS after the run:")
                 print(f"  gateway         {rss_mb(gateway.pid):8.0f} MB")

@@ -4,6 +4,7 @@ in every record as a last line of defence."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -36,11 +37,23 @@ class RedactingFilter(logging.Filter):
 class AccessLogger(AbstractAccessLogger):
     """`remote "METHOD /path" status bytes ms`: the path without its query. aiohttp's default line
     prints the query (openid, signatures), which then had to be masked on every push; this one has
-    nothing to mask and costs a fifth as much, which counts on the WeChat acknowledgement path."""
+    nothing to mask. Lines are written just after the responses that are ready in the same pass of
+    the event loop, so a burst of WeChat pushes is acknowledged first and logged right after."""
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        self._pending: list[tuple[str | None, str, str, int, int, float]] = []
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s" %d %d %.1fms', request.remote, request.method, request.path,
-                         response.status, response.body_length, time * 1000)
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._pending.append((request.remote, request.method, request.path, response.status,
+                              response.body_length, time * 1000))
+
+    def _write(self) -> None:
+        pending, self._pending = self._pending, []
+        for line in pending:
+            self.logger.info('%s "%s %s" %d %d %.1fms', *line)
 
 
 RUNNER_OPTIONS: dict[str, Any] = {"access_log_class": AccessLogger}  # for web.run_app and AppRunner
