@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -82,11 +81,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
         sms = sms_channel.setup_runtime(app, router, answering, settings, outbox_max_attempts=worker.max_attempts,
                                         on_enqueued=worker.wake)
         events_api.setup_runtime(app, sms.surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
-        # What start-up built (profiles, place and holiday tables, SQLAlchemy's mappers: ~150,000
-        # objects) lives as long as the process; a full collection walks all of it, 65-90 ms here with
-        # the event loop stopped. Frozen, collections skip it (0 ms for the same collection).
-        gc.collect()
-        gc.freeze()
         tasks = [
             asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
             asyncio.create_task(worker.run(settings.outbox_interval_s)),

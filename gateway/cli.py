@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from gateway.config import ROOT, Settings
 
@@ -45,10 +47,7 @@ def bot_servers(rasa_port: int, action_port: int, tracker_db: Path | None, logs:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole service on one machine: bot processes on loopback, the gateway on the public port."""
-    from aiohttp import web
-
     from gateway import logs as logsetup
-    from gateway.app import create_app
 
     logsetup.setup()
     var = ROOT / "var"
@@ -64,29 +63,41 @@ def cmd_run(args: argparse.Namespace) -> int:
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, loop=event_loop(),
-                    **logsetup.RUNNER_OPTIONS)
+        serve_gateway(settings, print=None)
     return 0
 
 
-def event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop: the same asyncio API with a libuv loop; a web turn cost 10-20 % less CPU with it."""
+def serve_gateway(settings: Settings, **options: Any) -> None:
+    """The gateway process as deployed: uvloop (the same asyncio API on libuv; a web turn cost 10-20 %
+    less CPU with it), the access log without query strings, and start-up objects frozen out of the
+    garbage collector once the app is up."""
     import uvloop
+    from aiohttp import web
 
-    return uvloop.new_event_loop()
+    from gateway.app import create_app
+    from gateway.logs import RUNNER_OPTIONS
+
+    app = create_app(settings)
+    app.on_startup.append(_freeze_startup_objects)  # runs after the app's resources are set up
+    web.run_app(app, host=settings.host, port=settings.port, loop=uvloop.new_event_loop(),
+                **RUNNER_OPTIONS, **options)
+
+
+async def _freeze_startup_objects(_app: object) -> None:
+    """What start-up built (profiles, place and holiday tables, SQLAlchemy's mappers: ~150,000 objects)
+    lives as long as the process; a full collection walks all of it, 65-90 ms here with the event loop
+    stopped. Frozen, collections skip it (0 ms for the same collection). Once per process, so here
+    rather than in the app factory, which tests call for every gateway they start."""
+    gc.collect()
+    gc.freeze()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The gateway alone, for deployments where Rasa runs elsewhere (HOTLINE_RASA_URL)."""
-    from aiohttp import web
-
     from gateway import logs as logsetup
-    from gateway.app import create_app
 
     logsetup.setup()
-    settings = Settings.from_env()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, loop=event_loop(),
-                **logsetup.RUNNER_OPTIONS)
+    serve_gateway(Settings.from_env())
     return 0
 
 
