@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.cli import free_port
+
+
+def available() -> bool:
+    """Debian's PostgreSQL binaries, and root to run them as the postgres user (initdb refuses root)."""
+    return bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")) and os.geteuid() == 0 and shutil.which("runuser") is not None
 
 
 @contextlib.contextmanager

@@ -5,15 +5,14 @@ replicas starting the same citizen's conversation at the same moment."""
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bench.postgres import available as postgres_available
 from bench.postgres import postgres
 from channels.base import InboundMessage
 from gateway.bot_client import RasaClient
@@ -24,14 +23,11 @@ from gateway.router import Router
 from profiles import load as load_profile
 from tests.wechat_api_server import SlowBot
 
-pytestmark = pytest.mark.skipif(
-    not glob.glob("/usr/lib/postgresql/*/bin/initdb") or os.geteuid() != 0,
-    reason="needs Debian's postgresql binaries and root (to run them as the postgres user)",
-)
+pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> AsyncIterator[str]:
+def pg_url() -> Iterator[str]:
     with postgres() as url:
         yield url
 

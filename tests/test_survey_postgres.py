@@ -4,22 +4,18 @@ every order closed once (SQLite serialises writers; PostgreSQL really runs them 
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
 
 import pytest
 from sqlalchemy import func, select
 
+from bench.postgres import available as postgres_available
 from bench.survey_default import postgres, seed
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.models import Survey, WorkOrderEvent, utcnow
 from handoff.survey import SurveyService
 from profiles import load
 
-pytestmark = pytest.mark.skipif(
-    not glob.glob("/usr/lib/postgresql/*/bin/initdb") or os.geteuid() != 0,
-    reason="needs Debian's postgresql binaries and root (to run them as the postgres user)",
-)
+pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")
 
 
 async def test_three_replicas_default_each_survey_once_on_postgres() -> None:
