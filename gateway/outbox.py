@@ -4,6 +4,11 @@ loses it (see ../shared/reference/handoff.md, reliable delivery).
 
 Several replicas may run workers on one database: an item is leased by a conditional UPDATE, so
 each attempt is made by one worker only, and a lease left by a crashed worker expires.
+
+Replies reach a citizen in the order they were written: a reply (an item carrying a message) is not
+due while an earlier reply of the same conversation on the same channel is still to be sent (in
+flight on any replica, or waiting for its retry). Held and failed replies do not block the ones
+after them; items that are not replies (media fetches, surveys) keep no order.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from gateway.db import UnitOfWork, in_session
 from gateway.models import OutboxItem, utcnow
@@ -27,6 +32,17 @@ from gateway.models import OutboxItem, utcnow
 log = logging.getLogger(__name__)
 
 Outcome = Literal["sent", "retry", "failed", "held"]
+UNSENT = ("pending", "sending")
+_earlier = aliased(OutboxItem)
+# An earlier reply of the same conversation on the same channel that is not sent yet.
+_EARLIER_UNSENT = exists().where(
+    OutboxItem.message_id.is_not(None),
+    _earlier.message_id.is_not(None),
+    _earlier.conversation_id == OutboxItem.conversation_id,
+    _earlier.channel == OutboxItem.channel,
+    _earlier.id < OutboxItem.id,
+    _earlier.status.in_(UNSENT),
+)
 
 
 class Sender(Protocol):
@@ -118,6 +134,7 @@ class OutboxWorker:
                 and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
                 and_(OutboxItem.status == "sending", OutboxItem.lease_until < now),
             ),
+            ~_EARLIER_UNSENT,
         )
 
     async def deliver_due(self) -> int:

@@ -62,7 +62,12 @@ class SmsGateway:
         self.surveys.profile = profile
 
     async def deliver(self) -> int:
-        return await self.app[OUTBOX].deliver_due()
+        """What the worker does when woken: passes until one sends nothing (a conversation's second
+        reply is due only once its first has been sent)."""
+        sent = 0
+        while passed := await self.app[OUTBOX].deliver_due():
+            sent += passed
+        return sent
 
     async def settle(self, timeout_s: float = 20.0) -> None:
         """Wait until every SMS accepted for the bot has been answered (background tasks), then deliver."""

@@ -8,7 +8,7 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from gateway.models import OutboxItem, utcnow
+from gateway.models import Conversation, Message, OutboxItem, utcnow
 from gateway.outbox import OutboxWorker, SendResult, enqueue
 from tests.conftest import Clock
 
@@ -117,3 +117,55 @@ async def test_unknown_channel_waits_for_its_sender(sessions) -> None:
     assert await OutboxWorker(sessions, {"test": ScriptedProvider()}).deliver_due() == 0
     [item] = await items(sessions)
     assert item.status == "pending"
+
+
+async def replies(sessions, texts: list[str], channel: str = "test") -> list[int]:  # noqa: ANN001
+    """Replies of one conversation, as the router writes them: a message each, enqueued in order."""
+    async with sessions() as session:
+        conv = Conversation(channel=channel, sender_id="citizen", profile="jiyuan", state="bot")
+        session.add(conv)
+        await session.flush()
+        ids = []
+        for text in texts:
+            msg = Message(conversation_id=conv.id, direction="out", text=text, status="outbox")
+            session.add(msg)
+            await session.flush()
+            ids.append(enqueue(session, channel=channel, recipient="citizen", body={"text": text},
+                               conversation_id=conv.id, message_id=msg.id))
+        media = enqueue(session, channel=channel, recipient="citizen", body={"media_id": "m"}, conversation_id=conv.id)
+        await session.commit()
+        return [i.id for i in ids] + [media.id]
+
+
+async def test_a_conversations_replies_leave_in_order_across_workers(sessions) -> None:
+    """Two replicas' workers at once: the second reply is not sent while the first is in flight on the
+    other worker, and none is sent before the one written before it; a media fetch keeps no order."""
+    provider = ScriptedProvider(delay_s=0.05)
+    first, second, third, media = await replies(sessions, ["您好", "请提供联系电话", "谢谢"])
+    a, b = (OutboxWorker(sessions, {"test": provider}) for _ in range(2))
+    await asyncio.gather(a.deliver_due(), b.deliver_due())
+    assert provider.attempts[:2] in ([first, media], [media, first])  # the second reply waited
+    while await a.deliver_due():
+        pass
+    assert [i for i in provider.attempts if i != media] == [first, second, third]
+    assert all(i.status == "sent" for i in await items(sessions))
+
+
+async def test_a_reply_waiting_for_its_retry_holds_the_later_ones_but_a_held_one_does_not(sessions) -> None:
+    clock = Clock(utcnow() + dt.timedelta(seconds=1))
+    provider = ScriptedProvider(SendResult("retry", error="系统繁忙"))
+    worker = OutboxWorker(sessions, {"test": provider}, base_backoff_s=10, clock=clock)
+    first, second, third, _ = await replies(sessions, ["一", "二", "三"])
+    assert await worker.deliver_due() == 1  # the media fetch; the first reply failed, the rest wait
+    assert provider.attempts[0] == first and second not in provider.attempts
+    clock.advance(seconds=11)
+    assert await worker.deliver_due() == 1 and await worker.deliver_due() == 1 and await worker.deliver_due() == 1
+    assert [i for i in provider.attempts if i in (first, second, third)] == [first, first, second, third]
+
+    held = ScriptedProvider(SendResult("held", error="45015"))
+    worker = OutboxWorker(sessions, {"held": held})
+    first, second, _ = await replies(sessions, ["一", "二"], channel="held")
+    while await worker.deliver_due():
+        pass
+    by_id = {i.id: i.status for i in await items(sessions)}
+    assert (by_id[first], by_id[second]) == ("held", "sent")

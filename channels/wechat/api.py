@@ -182,9 +182,6 @@ class WeChatSender:
         self.sessions, self.profile = sessions, profile
 
     async def send(self, item: OutboxItem) -> SendResult:
-        wait_s = await self._earlier_unsent(item)
-        if wait_s is not None:
-            return SendResult("retry", error="waiting for an earlier reply to this citizen", retry_after_s=wait_s)
         text = render(item.body)
         payload = {"touser": item.recipient, "msgtype": "text", "text": {"content": text}}
         try:
@@ -208,24 +205,6 @@ class WeChatSender:
         if code in PERMANENT_ERRORS:
             return SendResult("failed", error=error)
         return SendResult("retry", error=error, retry_after_s=60 if code in RATE_ERRORS else None)
-
-    async def _earlier_unsent(self, item: OutboxItem) -> float | None:
-        """Replies reach a citizen in the order they were written: while an earlier one of the same
-        conversation is still to be sent (an outage, its backoff), this one waits until just after it."""
-        if item.conversation_id is None:
-            return None
-        async with self.sessions() as session:
-            due = await session.scalar(
-                select(OutboxItem.next_attempt_at)
-                .where(OutboxItem.channel == item.channel, OutboxItem.conversation_id == item.conversation_id,
-                       OutboxItem.id < item.id, OutboxItem.status.in_(("pending", "sending")))
-                .order_by(OutboxItem.id)
-                .limit(1)
-            )
-        if due is None:
-            return None
-        due = due if due.tzinfo else due.replace(tzinfo=dt.UTC)  # SQLite returns naive UTC
-        return max(0.5, (due - utcnow()).total_seconds() + 0.5)
 
     async def _post(self, token: str, payload: dict[str, Any]) -> tuple[int, str]:
         async with self.http.post(
