@@ -78,18 +78,20 @@ class SenderLimits:
         return await session.run_sync(lambda sync: self.read_standing(sync, conv, profile))
 
     async def check(self, conv: Conversation, text: str, profile: Profile, standing: Standing | None = None) -> Decision:
-        """`standing` read in the same turn saves a read; without it, it is read here."""
+        """`standing` read in the same turn saves a read; without it, it is read here. A session is
+        opened only when there is something to read or record: most messages need neither."""
         rules = profile.abuse
         now = self.clock()
         limited_text = rules.message.format(hours=f"{rules.limit_hours:g}")
-        async with self.sessions() as session:
-            if standing is None:
+        if standing is None:
+            async with self.sessions() as session:
                 standing = await self.standing(session, conv, profile)
-            if standing.limited_until is not None and standing.limited_until > now:
-                return Decision(limited_text=limited_text)
-            flooding = standing.recent > rules.flood_messages
-            if not flooding and matched_keyword(text, rules.keywords) is None:
-                return Decision()
+        if standing.limited_until is not None and standing.limited_until > now:
+            return Decision(limited_text=limited_text)
+        flooding = standing.recent > rules.flood_messages
+        if not flooding and matched_keyword(text, rules.keywords) is None:
+            return Decision()
+        async with self.sessions() as session:
             row = await self._row(session, conv)
             if flooding:
                 return await self._limit(session, row, now, "flood", limited_text, rules.limit_hours)

@@ -7,6 +7,7 @@ we fall back to Monday–Friday and say so once in the log, rather than refusing
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
 import chinese_calendar
@@ -32,7 +33,14 @@ def due_date(start: dt.datetime, working_days: int, *, count_start_day: bool) ->
     count_start_day: the day the order is received counts as day one when it is a working day
     (济源 第十三条(二) 办理时限包含签收当日); otherwise counting starts the next working day.
     """
-    day = start.astimezone(CHINA_TZ).date()
+    return dt.datetime.combine(_last_day(start.astimezone(CHINA_TZ).date(), working_days, count_start_day),
+                               dt.time(23, 59, 59), CHINA_TZ)
+
+
+@functools.lru_cache(maxsize=256)
+def _last_day(day: dt.date, working_days: int, count_start_day: bool) -> dt.date:
+    """Cached: the same few limits are counted from the same day all day long, and chinese-calendar
+    validates every date it is asked about (a tenth of a work order's creation time)."""
     counted = 0
     if not (count_start_day and is_workday(day)):
         day += dt.timedelta(days=1)
@@ -40,5 +48,5 @@ def due_date(start: dt.datetime, working_days: int, *, count_start_day: bool) ->
         if is_workday(day):
             counted += 1
             if counted == working_days:
-                return dt.datetime.combine(day, dt.time(23, 59, 59), CHINA_TZ)
+                return day
         day += dt.timedelta(days=1)
