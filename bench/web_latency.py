@@ -11,6 +11,12 @@ payload handling, work orders) over Rasa. The two targets take turns chunk by ch
 `concurrency` conversations at once), so slow phases of the machine hit both alike. Each level runs
 at least 60 conversations (240 messages) per target: with 80, the p99 was the single slowest message,
 and one slow Rasa answer moved the ratio by half.
+
+Two further views per level, less noisy than a ratio of two p50s (each message type takes 55-330 ms
+in Rasa, so the overall p50 falls between types and moves in steps):
+- paired: the median over messages of (through the gateway - straight to Rasa) for the same turn of
+  the two conversations that ran next to each other;
+- inside: the gateway's own account from its /metrics, per message, of its turn less the bot's part.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.postgres import postgres
 from gateway.cli import bot_servers, free_port
 from gateway.config import ROOT
 
+TOKEN = "bench-token"
 TURNS = [
     "投诉天坛路有家饭店每天晚上把油烟直接排到居民楼，已经持续一个月了",
     "{phone}",  # each conversation is another citizen: one phone would make every order a repeat of the first
@@ -78,6 +86,7 @@ class Side:
         self.url, self.gateway = url, gateway
         self.latencies: list[float] = []
         self.by_turn: list[list[float]] = [[] for _ in TURNS]
+        self.conversations: list[list[float]] = []  # in the order they ran, for pairing with the other side
         self.busy_s = 0.0
 
     async def chunk(self, http: aiohttp.ClientSession, concurrency: int) -> None:
@@ -85,6 +94,7 @@ class Side:
         results = await asyncio.gather(*(conversation(http, self.url, self.gateway) for _ in range(concurrency)))
         self.busy_s += time.perf_counter() - started
         self.latencies += [x for r in results for x in r]
+        self.conversations += results
         for r in results:
             for turn, x in enumerate(r):
                 self.by_turn[turn].append(x)
@@ -100,13 +110,41 @@ class Side:
         }
 
 
+async def turn_totals(http: aiohttp.ClientSession, gateway_url: str) -> dict[str, float]:
+    """The gateway's own account of its web turns (/metrics): count, total seconds, and the bot's part."""
+    metrics_url = gateway_url.split("/webhooks/")[0] + "/metrics"
+    async with http.get(metrics_url, headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        text = await resp.text()
+    wanted = {"hotline_turn_seconds_count": "turns", "hotline_turn_seconds_sum": "turn_s", "hotline_bot_seconds_sum": "bot_s"}
+    totals = dict.fromkeys(wanted.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted and sample.labels.get("channel", "web") == "web":
+                totals[wanted[sample.name]] += sample.value
+    return totals
+
+
 async def level(rasa_url: str, gateway_url: str, concurrency: int, chunks: int) -> tuple[dict, dict]:
     direct, via = Side(f"{rasa_url}/webhooks/rest/webhook", False), Side(gateway_url, True)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        before = await turn_totals(http, gateway_url)
         for _ in range(chunks):
             await direct.chunk(http, concurrency)
             await via.chunk(http, concurrency)
-    return direct.row(), via.row()
+        after = await turn_totals(http, gateway_url)
+    turns = after["turns"] - before["turns"]
+    via_row = via.row() | {
+        # Inside the gateway, per message: its own work (the turn less the bot's part), and the bot's
+        # part as the gateway saw it (Rasa's time plus our HTTP client's hop and the bot gate).
+        "own_ms": ((after["turn_s"] - before["turn_s"]) - (after["bot_s"] - before["bot_s"])) / turns * 1000,
+        "bot_ms": (after["bot_s"] - before["bot_s"]) / turns * 1000,
+    }
+    # Paired: the k-th conversation on each side ran next to each other in time, turn by turn the same
+    # text, so their difference is the gateway's part without the spread between turn types.
+    diffs = [v - d for dc, vc in zip(direct.conversations, via.conversations, strict=True)
+             for d, v in zip(dc, vc, strict=True)]
+    via_row["paired_added_ms"] = statistics.median(diffs) * 1000
+    return direct.row(), via_row
 
 
 async def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -141,6 +179,11 @@ async def run(levels: list[int], chunks: int, conversations: int, rasa_url: str,
                           enumerate(zip(direct["turn_p50_ms"], via["turn_p50_ms"], strict=True)))
         print(f"{'':>10} mean ratio {via['mean_ms'] / direct['mean_ms']:.3f}; p50 ms rasa+added by the gateway: {added}",
               flush=True)
+        print(f"{'':>10} paired, message by message: the gateway adds a median {via['paired_added_ms']:.1f} ms "
+              f"({via['paired_added_ms'] / direct['p50_ms']:.1%} of Rasa's p50)", flush=True)
+        print(f"{'':>10} inside the gateway per message: own work {via['own_ms']:.1f} ms "
+              f"({via['own_ms'] / direct['mean_ms']:.1%} of Rasa's mean {direct['mean_ms']:.0f} ms), "
+              f"the bot as seen from the gateway {via['bot_ms']:.0f} ms", flush=True)
 
 
 def main() -> None:
@@ -165,7 +208,7 @@ def bench(args: argparse.Namespace, pg_url: str | None) -> None:
         env = os.environ | {
             "HOTLINE_DATABASE_URL": pg_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": rasa_url,
             "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port),
-            "HOTLINE_BOT_CONCURRENCY": str(args.bot_concurrency),
+            "HOTLINE_BOT_CONCURRENCY": str(args.bot_concurrency), "HOTLINE_API_TOKEN": TOKEN,
         }
         with (logs / "bench-gateway.log").open("wb") as log:
             gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=ROOT,

@@ -1,4 +1,4 @@
-"""The handling units' API: read a work order by number, behind a bearer token."""
+"""The handling units' API (a work order by number, its media) and the operators' metrics, behind a bearer token."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.metrics import METRICS
 from gateway.models import Media, WorkOrder
 from handoff.workorders import get_by_number
 
@@ -20,6 +21,10 @@ def _authorised(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), request.app[TOKEN].encode())
+
+
+def _unauthorised() -> web.Response:
+    return web.json_response({"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def work_order_json(order: WorkOrder) -> dict[str, Any]:
@@ -45,8 +50,7 @@ def work_order_json(order: WorkOrder) -> dict[str, Any]:
 
 async def get_ticket(request: web.Request) -> web.Response:
     if not _authorised(request):
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorised()
     order = await get_by_number(request.app[SESSIONS], request.match_info["number"])
     if order is None:
         return web.json_response({"error": "no such work order"}, status=404)
@@ -56,8 +60,7 @@ async def get_ticket(request: web.Request) -> web.Response:
 async def get_media(request: web.Request) -> web.Response:
     """A picture or voice note a citizen sent, by channel and the media id in the work order's transcript."""
     if not _authorised(request):
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorised()
     async with request.app[SESSIONS]() as session:
         media = await session.scalar(select(Media).where(
             Media.channel == request.match_info["channel"], Media.media_id == request.match_info["media_id"]))
@@ -72,6 +75,15 @@ def setup_runtime(app: web.Application, sessions: async_sessionmaker[AsyncSessio
     app[TOKEN] = token
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; a scrape job sends the same bearer token as the handling units."""
+    if not _authorised(request):
+        return _unauthorised()
+    body, content_type = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/api/tickets/{number}", get_ticket)
     app.router.add_get("/api/media/{channel}/{media_id}", get_media)

@@ -19,6 +19,7 @@ from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
 from gateway.db import UnitOfWork, make_engine, make_sessions, migrate
+from gateway.metrics import METRICS, Metrics
 from gateway.outbox import SENDERS, OutboxWorker
 from gateway.router import Router
 from profiles import load as load_profile
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     profile = load_profile(settings.profile)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
+    app[METRICS] = metrics = Metrics()
     app[web_channel.MAX_BODY] = settings.max_body_bytes
     wechat_channel.configure(app, settings)
 
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             profile,
             max_text_chars=settings.max_text_chars,
             transact=transact,
+            metrics=metrics,
         )
         app[ROUTER] = router
         app[SENDERS] = {}
@@ -75,7 +78,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         web_channel.setup_runtime(app, router)
         wechat_channel.setup_runtime(app, router, answering, sessions, http, settings)
         api.setup_runtime(app, sessions, settings.api_token)
-        worker = OutboxWorker(sessions, app[SENDERS], transact=transact)
+        worker = OutboxWorker(sessions, app[SENDERS], transact=transact, metrics=metrics)
         app[OUTBOX] = worker
         router.on_enqueued = worker.wake
         sms = sms_channel.setup_runtime(app, router, answering, settings, outbox_max_attempts=worker.max_attempts,

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from gateway.db import UnitOfWork, in_session
+from gateway.metrics import Metrics
 from gateway.models import OutboxItem, utcnow
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ class OutboxWorker:
         lease_s: float = 60.0,
         clock: Callable[[], dt.datetime] = utcnow,
         transact: UnitOfWork | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
+        self.metrics = metrics or Metrics()
         # Each step (find due items, lease one, record the outcome) is one unit of work: on SQLite one
         # thread hop instead of a dozen round trips, which mattered as the outbox polls while idle.
         self.transact = transact or functools.partial(in_session, sessions)
@@ -173,6 +176,7 @@ class OutboxWorker:
         except Exception as exc:  # a sender bug must not stop the queue; the item is retried
             log.exception("outbox %s: sender for %s raised", item.id, item.channel)
             result = SendResult("retry", error=f"{type(exc).__name__}: {exc}")
+        self.metrics.deliveries.labels(item.channel, result.outcome).inc()
         now = self.clock()
         values: dict[str, Any] = {"lease_until": None, "last_error": result.error[:2000]}
         if result.outcome == "sent":

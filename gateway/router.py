@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
 from gateway.db import UnitOfWork
 from gateway.limits import SenderLimits, Standing
+from gateway.metrics import Metrics
 from gateway.models import Conversation, Message, utcnow
 from gateway.outbox import enqueue
 from handoff import followups
@@ -111,12 +113,14 @@ class Router:
         *,
         max_text_chars: int = 2000,
         transact: UnitOfWork | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.bot = bot
         self.coordinator = coordinator
         self.profile = profile
         self.max_text_chars = max_text_chars
+        self.metrics = metrics or Metrics()
         self.limits = SenderLimits(sessions)
         # A turn's two transactions, each in one hop off the loop; the app shares its own with the outbox.
         self._owns_transact = transact is None
@@ -136,13 +140,19 @@ class Router:
     async def handle(self, msg: InboundMessage) -> list[Reply]:
         """Process one inbound message and return the replies for it (plus any queued earlier)."""
         if not await self._first_time(msg):
+            self.metrics.duplicates.labels(msg.channel).inc()
             return await self._replies_for_duplicate(msg)
+        started = time.perf_counter()
         async with self._conversation_lock(msg.channel, msg.sender_id):
             taken = await self._take_in(msg)
             if taken is None:  # same message id already stored (another replica, or a restart)
+                self.metrics.duplicates.labels(msg.channel).inc()
                 return await self._replies_for_duplicate(msg)
+            self.metrics.messages.labels(msg.channel).inc()
             conv, released, to_answer, standing = taken
-            return released + await self._answer(conv, to_answer, standing=standing)
+            replies = released + await self._answer(conv, to_answer, standing=standing)
+        self.metrics.turn_seconds.labels(msg.channel).observe(time.perf_counter() - started)
+        return replies
 
     async def _take_in(self, msg: InboundMessage) -> TakenIn | None:
         """One transaction: find or start the conversation, keep the message, release the replies
@@ -198,12 +208,16 @@ class Router:
         """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
         None for a duplicate. Call `process` afterwards, typically in a background task."""
         if not await self._first_time(msg):
+            self.metrics.duplicates.labels(msg.channel).inc()
             return None
         future: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
         self._accepting.append((msg, future))
         if self._accept_writer is None or self._accept_writer.done():
             self._accept_writer = asyncio.create_task(self._write_accepted())
-        return await asyncio.shield(future)  # a caller that goes away must not cancel the others' batch
+        conv = await asyncio.shield(future)  # a caller that goes away must not cancel the others' batch
+        counter = self.metrics.messages if conv is not None else self.metrics.duplicates
+        counter.labels(msg.channel).inc()
+        return conv
 
     async def _write_accepted(self) -> None:
         """Group commit: messages accepted while a batch is being written go into the next batch, so a
@@ -256,12 +270,16 @@ class Router:
 
     async def process(self, conv: Conversation) -> list[Reply]:
         """Answer every accepted message of a conversation in the order they arrived."""
+        started = time.perf_counter()
         async with self._conversation_lock(conv.channel, conv.sender_id):
             released, to_answer, standing, requeued = await self.transact(
                 lambda session: self._open_work(session, conv)
             )
             self._wake_outbox(conv, requeued)
-            return released + await self._answer(conv, to_answer, standing=standing)
+            replies = released + await self._answer(conv, to_answer, standing=standing)
+        if to_answer:
+            self.metrics.turn_seconds.labels(conv.channel).observe(time.perf_counter() - started)
+        return replies
 
     def _open_work(
         self, session: Session, conv: Conversation
@@ -383,6 +401,7 @@ class Router:
             replies = await self._ask_bot(conv, inbound, text, delivered=delivered, warning=decision.warning)
             return replies
         except BotUnavailable as exc:
+            self.metrics.bot_unavailable.inc()
             log.warning("bot unavailable for conversation %s: %s", conv.id, exc)
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
 
@@ -412,7 +431,8 @@ class Router:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
             text = text[: self.max_text_chars]
         metadata = {"profile": conv.profile, "channel": conv.channel}
-        output = await self.bot.send(bot_sender(conv), text, metadata)
+        with self.metrics.bot_seconds.time():
+            output = await self.bot.send(bot_sender(conv), text, metadata)
         replies, payloads = replies_from_bot(output)
         for payload in payloads:
             replies += await self._act(conv, payload)
@@ -435,6 +455,7 @@ class Router:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
                 return [Reply("抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。")]
             log.info("work order %s for conversation %s (%s)", receipt.number, conv.id, receipt.outcome)
+            self.metrics.work_orders.labels(profile.id, str(payload["intake"].get("category")), receipt.outcome).inc()
             return [Reply(receipt.citizen_text())]
         if payload.get("handoff") == "agent":
             async with self.sessions() as session:

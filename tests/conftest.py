@@ -110,6 +110,16 @@ class Chat:
         return "\n".join(str(r["text"]) for r in replies)
 
 
+async def metrics(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The gateway's /metrics as {(sample name, sorted labels): value}, read as Prometheus would."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = await client.get("/metrics", headers={"Authorization": "Bearer test-token"})
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(await resp.text()) for s in family.samples}
+
+
 def router_of(client: TestClient):  # noqa: ANN201 - the Router
     app: web.Application = client.server.app
     return app[ROUTER]

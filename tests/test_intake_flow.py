@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.models import Message, WorkOrder
-from tests.conftest import Chat, router_of
+from tests.conftest import Chat, metrics, router_of
 
 pytestmark = pytest.mark.rasa
 
@@ -61,6 +61,19 @@ async def test_complaint_end_to_end(gateway) -> None:
     assert (
         await gateway.get("/api/tickets/JY00000000000000", headers={"Authorization": "Bearer test-token"})
     ).status == 404
+
+    # The operators' metrics, behind the same token: four turns, one work order, the bot's share of
+    # the turns, and nothing that names the citizen.
+    assert (await gateway.get("/metrics")).status == 401
+    m = await metrics(gateway)
+    web = (("channel", "web"),)
+    assert m[("hotline_inbound_messages_total", web)] == 4
+    assert m[("hotline_turn_seconds_count", web)] == 4 and m[("hotline_bot_seconds_count", ())] == 4
+    assert 0 < m[("hotline_bot_seconds_sum", ())] < m[("hotline_turn_seconds_sum", web)]
+    created = (("category", "complaint"), ("outcome", "created"), ("profile", "jiyuan"))
+    assert m[("hotline_work_orders_total", created)] == 1
+    body = await (await gateway.get("/metrics", headers={"Authorization": "Bearer test-token"})).text()
+    assert "13800001234" not in body and chat.sender not in body
 
 
 async def test_help_asks_only_what_is_missing_and_revalidates(gateway) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from gateway.models import Conversation, Message, OutboxItem, WorkOrder
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX
-from tests.conftest import gateway_client, router_of, settings_for
+from tests.conftest import gateway_client, metrics, router_of, settings_for
 from tests.wechat_api_server import (
     MINI,
     MINI_XML,
@@ -79,6 +79,9 @@ async def test_mini_program_intake_in_secure_json_mode(gw: TestClient, wechat_ap
     async with router_of(gw).sessions() as session:
         statuses = (await session.scalars(select(OutboxItem.status))).all()
     assert statuses and set(statuses) == {"sent"} and len(statuses) == len(wechat_api.to(user.openid))
+    m = await metrics(gw)
+    assert m[("hotline_outbox_attempts_total", (("channel", "wechat:mini"), ("outcome", "sent")))] == len(statuses)
+    assert m[("hotline_turn_seconds_count", (("channel", "wechat:mini"),))] >= 4
 
 
 async def test_mini_program_intake_in_plaintext_xml_with_a_photo_and_a_held_reply(
@@ -120,6 +123,9 @@ async def test_a_push_retried_three_times_is_answered_once(gw: TestClient, wecha
         inbound = await session.scalar(select(func.count()).select_from(Message).where(Message.direction == "in"))
         outbound = await session.scalar(select(func.count()).select_from(Message).where(Message.direction == "out"))
     assert inbound == 1 and outbound == len(wechat_api.to(user.openid)) >= 1
+    m = await metrics(gw)
+    mini = (("channel", "wechat:mini"),)
+    assert (m[("hotline_inbound_messages_total", mini)], m[("hotline_duplicate_messages_total", mini)]) == (1, 2)
 
 
 async def test_two_gateways_sharing_redis_answer_one_push_once(
