@@ -15,6 +15,9 @@ from bot.facts import has_content, matched_keyword, normalize
 from profiles import REQUEST_KINDS, EmergencyService, Profile, RealNameRule, UrgentRule
 
 MODEL_SCREENED = ("legal_procedure", "outside_authority", "confidential", "civil_dispute", "no_substance")
+# The two kinds the regulations list together (投诉举报, one time limit), which the model confuses most.
+OWN_WORDS = {"complaint": "投诉", "report": "举报"}
+_SAYING = ("我要", "我想", "想要", "特此", "实名")
 # Below this the model's 'emergency' is not trusted without a keyword (a 12345 matter would be lost).
 EMERGENCY_MIN_CONFIDENCE = 0.55
 # A short message the model did not see as a request is a dialogue turn (你好, 好的), not a request.
@@ -163,6 +166,14 @@ def wants_confidentiality(text: str, profile: Profile) -> bool:
     return matched_keyword(text, profile.confidentiality_keywords) is not None
 
 
+def said_kind(clean: str) -> str | None:
+    """The kind the citizen named themselves (投诉…, 我要举报…), when they named one and never the other."""
+    said = {kind for kind, word in OWN_WORDS.items()
+            if clean.startswith(word) or any(lead + word in clean for lead in _SAYING)}
+    mentioned = {kind for kind, word in OWN_WORDS.items() if word in clean}
+    return said.pop() if len(said) == 1 and mentioned == said else None
+
+
 def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
     """Screen one citizen message given the NLU result (`/model/parse` or the tracker's latest message)."""
     clean = normalize(text)
@@ -201,4 +212,7 @@ def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
         # A dialogue turn (你好, 好的) or an unsure screened guess on a short text: not a request.
         return Verdict(False, None, None, urgent is not None, top_conf, urgent_rule=urgent)
     category, confidence = kinds[0]
+    said = said_kind(clean) if category in OWN_WORDS else None
+    if said is not None and profile.accepts(said):
+        category = said  # "我要投诉…" is not answered with "您的诉求属于举报类"
     return Verdict(profile.accepts(category), category, None, urgent is not None, confidence, urgent_rule=urgent)

@@ -93,3 +93,21 @@ def test_dialogue_turn_is_not_a_request() -> None:
 def test_urgent_outage() -> None:
     verdict = screen("我们整个小区停水两天了", nlu(("help", 0.9)), JIYUAN)
     assert verdict.accepted and verdict.urgent
+
+
+@pytest.mark.parametrize(
+    ("text", "model", "expected"),
+    [
+        ("我要投诉天坛路一家饭店油烟直排居民楼", "report", "complaint"),
+        ("投诉天坛路有家饭店每天晚上把油烟直接排到居民楼", "report", "complaint"),
+        ("举报宣化街有人在小区里面违规搭建彩钢房", "complaint", "report"),
+        ("我想实名举报一下黄河大道边的废品站偷偷烧垃圾", "complaint", "report"),
+        ("天坛路有家饭店每天晚上把油烟直接排到居民楼", "report", "report"),  # named neither: the model
+        ("我要投诉举报天坛路饭店油烟直排", "report", "report"),  # named both: the model
+        ("我想咨询一下怎么投诉物业乱收费", "consult", "consult"),  # only swaps the two confusable kinds
+    ],
+)
+def test_the_citizens_own_word_decides_between_complaint_and_report(text: str, model: str, expected: str) -> None:
+    others = [k for k in ("complaint", "report", "consult") if k != model]
+    verdict = screen(text, nlu((model, 0.9), (others[0], 0.05), (others[1], 0.05)), JIYUAN)
+    assert verdict.accepted and verdict.category == expected
