@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
@@ -43,6 +43,22 @@ _EARLIER_UNSENT = exists().where(
     _earlier.channel == OutboxItem.channel,
     _earlier.id < OutboxItem.id,
     _earlier.status.in_(UNSENT),
+)
+# Due now, on a channel with a sender: built once with bind parameters, because the worker polls
+# while idle and building this statement cost more than running it (2.1 ms a poll).
+_DUE = and_(
+    OutboxItem.channel.in_(bindparam("channels", expanding=True)),
+    or_(
+        and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= bindparam("now")),
+        and_(OutboxItem.status == "sending", OutboxItem.lease_until < bindparam("now")),
+    ),
+    ~_EARLIER_UNSENT,
+)
+_DUE_IDS = select(OutboxItem.id).where(_DUE).order_by(OutboxItem.id).limit(bindparam("batch"))
+_LEASE = (
+    update(OutboxItem)
+    .where(OutboxItem.id == bindparam("item_id"), _DUE)
+    .values(status="sending", lease_until=bindparam("lease_until"), attempts=OutboxItem.attempts + 1)
 )
 
 
@@ -130,21 +146,14 @@ class OutboxWorker:
         """Called after a commit that enqueued something, so replies leave at once, not on the next tick."""
         self._wake.set()
 
-    def _due(self, now: dt.datetime):  # noqa: ANN202 - a SQL condition
-        return and_(
-            OutboxItem.channel.in_(list(self.senders)),
-            or_(
-                and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
-                and_(OutboxItem.status == "sending", OutboxItem.lease_until < now),
-            ),
-            ~_EARLIER_UNSENT,
-        )
+    def _due_params(self, now: dt.datetime) -> dict[str, Any]:
+        return {"channels": list(self.senders), "now": now}  # senders register after the worker is made
 
     async def deliver_due(self) -> int:
         """One pass over due items; returns how many were sent."""
         now = self.clock()
-        due = select(OutboxItem.id).where(self._due(now)).order_by(OutboxItem.id).limit(self.batch)
-        ids = await self.transact(lambda session: session.scalars(due).all())
+        params = self._due_params(now) | {"batch": self.batch}
+        ids = await self.transact(lambda session: session.scalars(_DUE_IDS, params).all())
         sent = 0
         for item_id in ids:
             item = await self._lease(item_id, now)
@@ -158,11 +167,7 @@ class OutboxWorker:
         lease = now + dt.timedelta(seconds=self.lease_s)
 
         def work(session: Session) -> OutboxItem | None:
-            result = session.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == item_id, self._due(now))
-                .values(status="sending", lease_until=lease, attempts=OutboxItem.attempts + 1)
-            )
+            result = session.execute(_LEASE, self._due_params(now) | {"item_id": item_id, "lease_until": lease})
             if result.rowcount != 1:
                 return None  # another worker has it
             return session.get(OutboxItem, item_id)

@@ -1,6 +1,7 @@
 """The router's units of work on PostgreSQL, where they run through AsyncSession.run_sync rather
 than on SQLite's thread: a web turn, a retried message, a batch of accepted pushes, and two
-replicas starting the same citizen's conversation at the same moment."""
+replicas starting the same citizen's conversation at the same moment; and two replicas' outbox
+workers keeping a conversation's replies in order."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from gateway.bot_client import RasaClient
 from gateway.coordination import LocalCoordinator
 from gateway.db import make_engine, make_sessions, migrate
 from gateway.models import Conversation, Message, OutboxItem
+from gateway.outbox import OutboxWorker
 from gateway.router import Router
 from profiles import load as load_profile
+from tests.test_outbox import ScriptedProvider, replies
 from tests.wechat_api_server import SlowBot
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")
@@ -103,3 +106,17 @@ async def test_two_replicas_start_one_conversation_once_on_postgres(
         finally:
             for r in routers:
                 r.close()
+
+
+async def test_two_replicas_outbox_workers_keep_a_conversations_order_on_postgres(
+    pg_sessions: list[async_sessionmaker[AsyncSession]],
+) -> None:
+    provider = ScriptedProvider(delay_s=0.05)
+    first, second, third, media = await replies(pg_sessions[0], ["您好", "请提供联系电话", "谢谢"], channel="pg")
+    a, b = (OutboxWorker(sessions, {"pg": provider}) for sessions in pg_sessions)
+    await asyncio.gather(a.deliver_due(), b.deliver_due())
+    assert sorted(provider.attempts) == sorted([first, media])  # the second reply waited for the first
+    while await b.deliver_due():
+        pass
+    assert [i for i in provider.attempts if i != media] == [first, second, third]
+    assert await count(pg_sessions[0], OutboxItem, OutboxItem.channel == "pg", OutboxItem.status == "sent") == 4
