@@ -17,13 +17,14 @@ SESSIONS = web.AppKey("api_sessions", async_sessionmaker[AsyncSession])
 TOKEN = web.AppKey("api_token", str)
 
 
-def _authorised(request: web.Request) -> bool:
+def authorised(request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), request.app[TOKEN].encode())
 
 
-def _unauthorised() -> web.Response:
+def unauthorised() -> web.Response:
+    """The one 401 every bearer-token route answers (handling units, events, surveys, metrics)."""
     return web.json_response({"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -49,8 +50,8 @@ def work_order_json(order: WorkOrder) -> dict[str, Any]:
 
 
 async def get_ticket(request: web.Request) -> web.Response:
-    if not _authorised(request):
-        return _unauthorised()
+    if not authorised(request):
+        return unauthorised()
     order = await get_by_number(request.app[SESSIONS], request.match_info["number"])
     if order is None:
         return web.json_response({"error": "no such work order"}, status=404)
@@ -59,8 +60,8 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 async def get_media(request: web.Request) -> web.Response:
     """A picture or voice note a citizen sent, by channel and the media id in the work order's transcript."""
-    if not _authorised(request):
-        return _unauthorised()
+    if not authorised(request):
+        return unauthorised()
     async with request.app[SESSIONS]() as session:
         media = await session.scalar(select(Media).where(
             Media.channel == request.match_info["channel"], Media.media_id == request.match_info["media_id"]))
@@ -77,8 +78,8 @@ def setup_runtime(app: web.Application, sessions: async_sessionmaker[AsyncSessio
 
 async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus text format; a scrape job sends the same bearer token as the handling units."""
-    if not _authorised(request):
-        return _unauthorised()
+    if not authorised(request):
+        return unauthorised()
     body, content_type = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})
 

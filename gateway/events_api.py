@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from gateway.api import _authorised
+from gateway.api import authorised, unauthorised
 from gateway.http import read_limited
 from gateway.models import Survey, WorkOrder
 from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
@@ -103,9 +103,8 @@ async def _body(request: web.Request) -> bytes | web.Response:
 
 
 async def post_event(request: web.Request) -> web.Response:
-    if not _authorised(request):
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+    if not authorised(request):
+        return unauthorised()
     raw = await _body(request)
     if isinstance(raw, web.Response):
         return raw
@@ -138,9 +137,8 @@ async def post_callback(request: web.Request) -> web.Response:
 
 async def get_survey(request: web.Request) -> web.Response:
     """The survey rounds of an order: status, rating, whether defaulted (no phone numbers)."""
-    if not _authorised(request):
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+    if not authorised(request):
+        return unauthorised()
     service = request.app[SURVEYS]
     async with service.sessions() as session:
         order = await session.scalar(select(WorkOrder).where(WorkOrder.number == request.match_info["number"]))
