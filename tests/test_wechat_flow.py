@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from gateway.models import Conversation, Message, OutboxItem, WorkOrder
+from gateway.models import Conversation, Message, OutboxItem, SmsRecord, WorkOrder
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX
 from tests.conftest import gateway_client, metrics, router_of, settings_for
 from tests.wechat_api_server import (
@@ -104,12 +104,21 @@ async def test_mini_program_intake_in_plaintext_xml_with_a_photo_and_a_held_repl
     query, body = signed_push(MINI_XML, user.fields("image", PicUrl="http://mmbiz.qpic.cn/2.jpg", MediaId="m2"))
     assert await (await gw.post("/wechat/minixml", params=query, data=body)).text() == "success"
     await settle(gw)
-    async with router_of(gw).sessions() as session:
-        items = (await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all()
+    # The SMS leaves through the same outbox (the embedded log provider): wait for its attempt, which
+    # may or may not have begun when the WeChat side settled.
+    for _ in range(100):
+        async with router_of(gw).sessions() as session:
+            items = (await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all()
+            records = (await session.scalars(select(SmsRecord).where(SmsRecord.outbox_id == items[-1].id))).all()
+        if items[-1].status not in ("pending", "sending"):
+            break
+        await asyncio.sleep(0.05)
     held, sms = items[-2], items[-1]
     assert held.status == "held" and "45015" in held.last_error
-    assert (sms.channel, sms.recipient, sms.status) == ("sms", "13800001234", "pending")
+    assert (sms.channel, sms.recipient, sms.status) == ("sms", "13800001234", "sent")
     assert MEDIA_TEXT.format(label="图片") in sms.body["text"]
+    assert records and {(r.provider, r.phone) for r in records} == {("log", "13800001234")}  # in 70-char parts
+    assert "".join(r.text for r in sorted(records, key=lambda r: r.part)) == sms.body["text"]
     user.seen = len(wechat_api.to(user.openid))
     reply = await user.say("好的，谢谢")
     assert reply.startswith(RESENT_PREFIX + MEDIA_TEXT.format(label="图片"))
