@@ -41,9 +41,13 @@ class Verdict:
     service: EmergencyService | None = None
     place_found: str | None = None
     urgent_rule: UrgentRule | None = None
+    # A short question the bot asks with its first reply (is the danger happening now?).
+    ask: str | None = None
+    # Why an accepted request is flagged for the dispatcher: a screening rule nearly applied.
+    doubt: str | None = None
 
     def as_json(self, text: str) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "text": text,
             "accepted": self.accepted,
             "category": self.category,
@@ -51,17 +55,69 @@ class Verdict:
             "urgent": self.urgent,
             "confidence": round(self.confidence, 4),
         }
+        if self.ask is not None:
+            out["ask"] = self.ask
+        if self.doubt is not None:
+            out["doubt"] = self.doubt
+        return out
+
+
+# Words that say the danger is happening now; a letter that only names a danger (交通事故, 火灾) is
+# about something past, feared or planned, which is a 12345 matter.
+NOW_MARKERS = (
+    "正在", "刚才", "刚刚", "此刻", "马上", "赶紧", "赶快", "快来", "快点", "快派", "快叫", "救命", "救救",
+    "还没出来", "急死", "求救", "十万火急", "分钟前", "钟头前", "小时前", "还有人在", "人还在", "还没撤",
+)
+# Words of the present that letters also use for long-standing problems (现在还没有房产证): enough
+# only in a short message.
+NOW_IN_CHAT = ("现在", "还在", "紧急", "怎么办", "刚", "急死")
+# Danger words inside everyday phrases: 打不着火 is a stove that will not light.
+NOT_DANGER = ("打不着火", "点不着火", "不着火", "着火点", "防火", "消防栓", "正在打造", "正在打算", "正在打听")
+# In a letter only its opening (the title and first lines) can report a danger happening now; later
+# lines tell a story.
+LETTER_HEAD_CHARS = 150
+
+# How close a word of the present must stand to a danger word in a letter.
+NEAR_CHARS = 20
+# A message this long reads as a letter: an emergency needs a word of the present, not a topic.
+LETTER_CHARS = 120
+# Model-only emergencies at or above this are referred without asking whether it is happening now.
+EMERGENCY_SURE = 0.8
+
+
+def is_now(text: str, *, strong: bool = False) -> bool:
+    markers = NOW_MARKERS if strong or len(text) >= LETTER_CHARS else NOW_MARKERS + NOW_IN_CHAT
+    return any(marker in text for marker in markers)
+
+
+def is_past(text: str, profile: Profile) -> bool:
+    return any(marker in text for marker in profile.emergency_past_markers)
+
+
+def keyword_service(text: str, profile: Profile, *, near_now: bool = False) -> EmergencyService | None:
+    """The emergency line a danger word points to (火灾 → 119). `near_now`: only a word with a word of
+    the present close by counts, as a letter must show (刚才…着火了, not 一旦发生火灾…正在施工)."""
+    for phrase in NOT_DANGER:
+        text = text.replace(phrase, "，")
+    for service in profile.emergency_services:
+        for word in service.keywords:
+            start = text.find(word)
+            while start >= 0:
+                window = text[max(0, start - NEAR_CHARS) : start + len(word) + NEAR_CHARS]
+                if not near_now or any(marker in window for marker in NOW_MARKERS):
+                    return service
+                start = text.find(word, start + 1)
+    return None
 
 
 def emergency_service(text: str, profile: Profile) -> EmergencyService | None:
-    """The emergency line a keyword points to, unless the text speaks of the past or of prevention."""
+    """The emergency line a keyword points to, unless the text speaks of the past or of prevention, or
+    is a letter that names a danger without saying it is happening now."""
     text = normalize(text)
-    if any(marker in text for marker in profile.emergency_past_markers):
+    letter = len(text) >= LETTER_CHARS
+    if is_past(text, profile) and not is_now(text):
         return None
-    for service in profile.emergency_services:
-        if any(word in text for word in service.keywords):
-            return service
-    return None
+    return keyword_service(text[:LETTER_HEAD_CHARS] if letter else text, profile, near_now=letter)
 
 
 def emergency_message(profile: Profile, service: EmergencyService | None) -> str:
@@ -74,53 +130,91 @@ def emergency_message(profile: Profile, service: EmergencyService | None) -> str
     return f"如遇紧急情况，请立即拨打{numbers}。12345是非紧急热线，无法派出现场救援。请先确保自身安全。"
 
 
-def _region_names(*names: str | None) -> list[tuple[str, str]]:
-    """Full and short forms of region names (河南省 → 河南), longest suffix first."""
+def _region_names(levels: list[tuple[object, str]]) -> list[tuple[str, str, str]]:
+    """(full, short, level) of each region cpca found (河南省 → 河南), skipping placeholders."""
     out = []
-    for name in names:
-        if not name or not isinstance(name, str) or "直辖" in name or name == "市辖区":
+    for name, level in levels:
+        if not _usable(name):
             continue
-        short = name
+        full = short = str(name)
         for suffix in _ADMIN_SUFFIXES:
-            if name.endswith(suffix) and len(name) - len(suffix) >= 2:
-                short = name[: -len(suffix)]
+            if full.endswith(suffix) and len(full) - len(suffix) >= 2:
+                short = full[: -len(suffix)]
                 break
-        out.append((name, short))
+        out.append((full, short, level))
     return out
 
 
-def _mentioned_as_region(text: str, full: str, short: str) -> bool:
-    if full in text:
-        return True
-    start = text.find(short)
+# Words for parts of any city: 老城区 or 开发区 places a matter nowhere in particular.
+GENERIC_AREAS = (
+    "经济技术开发区", "经济开发区", "高新技术开发区", "产业集聚区", "老城区", "新城区", "主城区", "高新区", "开发区",
+    "示范区", "市区", "城区", "新区", "郊区", "县城",
+)
+# Around a region name, these say it is where the citizen works or comes from, not where the matter is.
+_INCIDENTAL_AFTER = ("工作", "上班", "打工", "务工", "读书", "上学", "出差", "人", "籍", "总部", "口音", "户口", "调", "来的", "回来")
+_INCIDENTAL_BEFORE = ("来自", "老家", "从", "籍", "总部在", "户口在", "在外地", "调到", "回")
+
+
+def _mentions(text: str, name: str) -> list[int]:
+    out, start = [], text.find(name)
     while start >= 0:
-        after = text[start + len(short) : start + len(short) + 2]
-        if not after.startswith(_NOT_A_REGION_AFTER):
+        out.append(start)
+        start = text.find(name, start + 1)
+    return out
+
+
+def _matter_mention(text: str, full: str, short: str, level: str) -> bool:
+    """Is the region named as the place of the matter? A county or district counts only by its full
+    name (桐梓县, not a street called 桐梓); any name counts only when it is not incidental."""
+    forms = [full] if level == "区" or short == full else [full, short]
+    for form in forms:
+        for start in _mentions(text, form):
+            end = start + len(form)
+            after, before = text[end : end + 3], text[max(0, start - 4) : start]
+            if form == short and after.startswith(_NOT_A_REGION_AFTER):
+                continue
+            if any(after.startswith(w) for w in _INCIDENTAL_AFTER) or any(w in before for w in _INCIDENTAL_BEFORE):
+                continue
             return True
-        start = text.find(short, start + 1)
     return False
 
 
 def outside_place(text: str, profile: Profile) -> str | None:
-    """The region named in the text when it lies outside the profile's jurisdiction, else None."""
+    """The region named in the text when it lies outside the profile's jurisdiction, else None.
+
+    Only a clear naming of another region refuses: generic words (老城区, 开发区), unknown street
+    names and incidental mentions (where the citizen works or comes from) never do; the intake form
+    then asks where the matter is.
+    """
     import cpca
 
     text = normalize(text)
     if any(name in text for name in profile.local_places):
         return None  # a local place is named: the matter is ours even if another city is mentioned
+    for word in GENERIC_AREAS:
+        text = text.replace(word, "，")
     row = cpca.transform([text]).iloc[0]
     adcode = row.get("adcode")
     if not isinstance(adcode, str) or not adcode:
         return None
-    names = _region_names(row.get("区"), row.get("市"), row.get("省"))
-    mentioned = [full for full, short in names if _mentioned_as_region(text, full, short)]
-    if not mentioned:
+    levels = [(row.get("区"), "区"), (row.get("市"), "市"), (row.get("省"), "省")]
+    named = [(full, level) for full, short, level in _region_names(levels) if _matter_mention(text, full, short, level)]
+    if not named:
         return None
-    prefix = adcode.rstrip("0")
+    mentioned = [full for full, _ in named]
+    # Judge by the most specific region named as the matter's place: 周口籍 … 河南省 is 河南省.
+    prefix = adcode[: _CODE_DIGITS[named[0][1]]].rstrip("0")
     for code in profile.adcodes:
         if adcode.startswith(code) or code.startswith(prefix):
             return None  # inside, or a parent region (河南省) that includes the jurisdiction
     return "".join(reversed(mentioned))  # 郑州市金水区: from the largest region down
+
+
+_CODE_DIGITS = {"区": 6, "市": 4, "省": 2}
+
+
+def _usable(name: object) -> bool:
+    return bool(name) and isinstance(name, str) and "直辖" not in name and name != "市辖区"
 
 
 def _ranking(nlu: dict[str, Any]) -> list[tuple[str, float]]:
@@ -174,8 +268,97 @@ def said_kind(clean: str) -> str | None:
     return said.pop() if len(said) == 1 and mentioned == said else None
 
 
-def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
-    """Screen one citizen message given the NLU result (`/model/parse` or the tracker's latest message)."""
+# A screening rule refuses only on clear evidence: the model's confident word AND one of these in the
+# text. Without them the request is accepted and flagged for the dispatcher (a wrongful refusal is
+# the worst error after a missed emergency).
+EVIDENCE: dict[str, tuple[str, ...]] = {
+    "legal_procedure": (
+        "起诉", "诉讼", "仲裁", "复议", "信访", "上访", "判决", "裁定", "立案", "开庭", "一审", "二审", "再审",
+        "申诉", "打官司", "官司", "庭审", "审理", "法院", "公开申请", "信息公开",
+    ),
+    "outside_authority": (
+        "法院", "法官", "执行局", "检察", "纪委", "监委", "纪检", "监察委", "人大", "政协", "部队", "军队", "军人",
+        "当兵", "武装部", "征兵", "兵役", "军区", "靶场", "贪污", "受贿", "收红包", "索贿", "腐败", "违纪",
+    ),
+    "confidential": (
+        "他的", "她的", "别人", "他人", "某人", "对方", "邻居", "前妻", "前夫", "前女友", "前男友", "老公", "老婆",
+        "同事", "机主", "所有业主", "秘密", "机密", "涉密", "内部文件", "红头文件", "试题", "考题", "真实身份", "底细",
+        "行踪", "定位", "开房", "住哪", "住址", "家庭住址", "监控录像", "工资条", "打分表",
+    ),
+    "civil_dispute": (
+        "借", "欠我", "欠款", "还钱", "离婚", "继承", "遗产", "遗嘱", "分家", "抚养费", "彩礼", "合伙", "房东", "租客",
+        "押金", "赡养", "担保", "欠条", "借条", "前夫", "前妻", "我哥", "我姐", "我弟", "我妹", "兄弟", "探视",
+    ),
+}
+# A letter is refused by a screening rule only when the model is this sure as well.
+LETTER_SCREENING_CONFIDENCE = 0.75
+# Words that ask something of the government: a message with one has substance, however short.
+REQUEST_MARKERS = ("请问", "咨询", "投诉", "举报", "建议", "反映", "何时", "什么时候", "怎么办理", "如何", "为什么", "能不能", "是否")
+# Abuse, tests and chit-chat are short; a long message has something to say even when it is angry.
+NO_SUBSTANCE_MAX_CHARS = 40
+# Praise needs a word of praise: "尊敬的领导" alone opens complaints as often as thanks.
+PRAISE_WORDS = ("表扬", "点赞", "称赞", "赞扬", "锦旗", "致谢", "感谢信", "好样的", "为民办实事", "感恩", "态度真好", "服务真好")
+# Thanks in the closing lines of a letter is politeness (万分感谢); in its opening it is the matter.
+THANKS_WORDS = ("感谢", "谢谢", "感激", "辛苦了")
+
+
+def _praises(clean: str) -> bool:
+    opening = clean[: max(40, len(clean) * 2 // 5)]
+    return any(w in clean for w in PRAISE_WORDS) or any(w in opening for w in THANKS_WORDS)
+
+
+def _clear_refusal(kind: str, clean: str) -> bool:
+    if kind == "no_substance":
+        return len(clean) < NO_SUBSTANCE_MAX_CHARS and not any(m in clean for m in REQUEST_MARKERS)
+    return any(word in clean for word in EVIDENCE.get(kind, ()))
+
+
+NOW_QUESTION = "请问现在是否正在发生、有人身危险吗？如果是过去的事情，请回复“不是”，我们继续为您登记。"
+
+
+def _emergency(clean: str, top: str | None, top_conf: float, profile: Profile) -> Verdict | None:
+    """Refer a present danger at once; ask when the bot cannot tell whether it is happening now."""
+    letter = len(clean) >= LETTER_CHARS
+    now = is_now(clean)
+    if is_past(clean, profile) and not now:
+        return None  # 去年着火, 每天都有人打架: a past or habitual matter, even in the model's eyes
+    service = keyword_service(clean[:LETTER_HEAD_CHARS] if letter else clean, profile, near_now=letter)
+    model_says = top == "emergency" and top_conf >= (EMERGENCY_SURE if letter else EMERGENCY_MIN_CONFIDENCE)
+    if letter and not now:
+        return None  # a letter naming a danger (交通事故, 火灾) without a word of the present
+    if service is None and not model_says:
+        return None
+    sure = now or (service is not None and model_says) or (model_says and top_conf >= EMERGENCY_SURE)
+    return Verdict(
+        accepted=False,
+        category=None,
+        reason="emergency",
+        urgent=True,
+        confidence=1.0 if service and now else max(top_conf, 0.5),
+        article=profile.emergency_article,
+        message=emergency_message(profile, service),
+        service=service,
+        ask=None if sure else NOW_QUESTION,
+    )
+
+
+def _best_kind(ranking: list[tuple[str, float]], clean: str) -> tuple[str, float] | None:
+    kinds = [(name, conf) for name, conf in ranking if name in REQUEST_KINDS]
+    if kinds and kinds[0][0] == "praise" and not _praises(clean):
+        kinds = kinds[1:] + kinds[:1]  # praise without a word of praise: the next kind
+    return kinds[0] if kinds else None
+
+
+def best_request_kind(text: str, nlu: dict[str, Any]) -> str | None:
+    """The request kind the model ranks best for the text, kept while the bot asks about a danger."""
+    best = _best_kind(_ranking(nlu), normalize(text))
+    return best[0] if best else None
+
+
+def screen(text: str, nlu: dict[str, Any], profile: Profile, *, danger_denied: bool = False) -> Verdict:
+    """Screen one citizen message given the NLU result (`/model/parse` or the tracker's latest message).
+
+    `danger_denied`: the citizen said the danger the bot asked about is not happening now."""
     clean = normalize(text)
     urgent = urgent_rule(clean, profile)
     ranking = _ranking(nlu)
@@ -184,35 +367,33 @@ def screen(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict:
     if not has_content(clean):
         return _screened("no_substance", 1.0, profile, None)
 
-    service = emergency_service(clean, profile)
-    if service is not None or (top == "emergency" and top_conf >= EMERGENCY_MIN_CONFIDENCE):
-        return Verdict(
-            accepted=False,
-            category=None,
-            reason="emergency",
-            urgent=True,
-            confidence=1.0 if service else top_conf,
-            article=profile.emergency_article,
-            message=emergency_message(profile, service),
-            service=service,
-        )
+    emergency = None if danger_denied else _emergency(clean, top, top_conf, profile)
+    if emergency is not None:
+        return emergency
 
-    if top in MODEL_SCREENED and top_conf >= profile.screening_min_confidence and profile.screen_rule(top):
-        return _screened(top, top_conf, profile, urgent)
+    doubt = None
+    if top in MODEL_SCREENED and profile.screen_rule(top):
+        floor = profile.screening_min_confidence
+        if len(clean) >= LETTER_CHARS:
+            floor = max(floor, LETTER_SCREENING_CONFIDENCE)  # a letter mentions courts and lawyers in passing
+        if top_conf >= floor and _clear_refusal(top, clean):
+            return _screened(top, top_conf, profile, urgent)
+        doubt = top  # the model leaned to a refusal without clear evidence: a person decides
 
     place = outside_place(clean, profile)
     if place is not None:
         return _screened("out_of_jurisdiction", 1.0, profile, urgent, place)
 
-    kinds = [(name, conf) for name, conf in ranking if name in REQUEST_KINDS]
+    best = _best_kind(ranking, clean)
     dialogue_turn = top not in REQUEST_KINDS and top not in MODEL_SCREENED and top_conf >= 0.5
-    if top not in REQUEST_KINDS and (
-        len(clean) < MIN_REQUEST_CHARS or not kinds or (dialogue_turn and len(clean) < DIALOGUE_MAX_CHARS)
+    short = len(clean) < DIALOGUE_MAX_CHARS
+    if top not in REQUEST_KINDS and doubt is None and (
+        len(clean) < MIN_REQUEST_CHARS or (short and (best is None or dialogue_turn))
     ):
-        # A dialogue turn (你好, 好的) or an unsure screened guess on a short text: not a request.
+        # A dialogue turn (你好, 好的): not a request. A longer message always is one.
         return Verdict(False, None, None, urgent is not None, top_conf, urgent_rule=urgent)
-    category, confidence = kinds[0]
+    category, confidence = best if best is not None else ("consult", 0.0)
     said = said_kind(clean) if category in OWN_WORDS else None
     if said is not None and profile.accepts(said):
         category = said  # "我要投诉…" is not answered with "您的诉求属于举报类"
-    return Verdict(profile.accepts(category), category, None, urgent is not None, confidence, urgent_rule=urgent)
+    return Verdict(profile.accepts(category), category, None, urgent is not None, confidence, urgent_rule=urgent, doubt=doubt)

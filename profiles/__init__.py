@@ -352,6 +352,11 @@ def parse_profile(path: Path) -> Profile:
             raise ProfileError(path, f"categories.{kind}.limit_working_days", "must be at least 1")
         categories[kind] = Category(kind, _need(spec, "label", str, path, f"categories.{kind}"), days)
 
+    missing = [kind for kind in REQUEST_KINDS if kind not in categories]
+    if missing:
+        # No regulation lists a request kind (praise included) among 不予受理: every profile takes all six.
+        raise ProfileError(path, "categories", f"missing kinds {missing}; map each to a label and a time limit")
+
     facts: dict[str, tuple[str, ...]] = {}
     for kind, _names in _need(data, "required_facts", dict, path).items():
         if kind != "default" and kind not in REQUEST_KINDS:
@@ -387,11 +392,12 @@ def parse_profile(path: Path) -> Profile:
     if complex_days is not None and (not isinstance(complex_days, int) or complex_days < 1):
         raise ProfileError(path, "time_limits.complex_limit_working_days", "expected a positive integer or null")
     emergency = _need(data, "emergency", dict, path)
+    shared = shared_emergency_words()
     services = tuple(
         EmergencyService(
             str(_need(s, "number", str, path, "emergency.services")),
             _need(s, "name", str, path, "emergency.services"),
-            _str_list(s, "keywords", path, "emergency.services"),
+            _merge(_str_list(s, "keywords", path, "emergency.services"), shared.get(str(s.get("number")), ())),
         )
         for s in _need(emergency, "services", list, path, "emergency")
     )
@@ -416,7 +422,7 @@ def parse_profile(path: Path) -> Profile:
         urgent_rules=urgent,
         emergency_article=_need(emergency, "article", str, path, "emergency"),
         emergency_services=services,
-        emergency_past_markers=tuple(emergency.get("past_markers", ())),
+        emergency_past_markers=_merge(tuple(emergency.get("past_markers", ())), shared.get("past_markers", ())),
         screening=screening,
         screening_min_confidence=confidence,
         knowledge_base=(path.parent / kb) if kb else None,
@@ -455,6 +461,17 @@ def _fallback(data: dict[str, Any], path: Path) -> tuple[str, ...]:
     if bad:
         raise ProfileError(path, "undeliverable_fallback", f"unknown {bad}; expected sms and/or marker")
     return values
+
+
+@cache
+def shared_emergency_words() -> dict[str, tuple[str, ...]]:
+    """Danger words by emergency number, and past markers, that every profile shares (common/)."""
+    data = yaml.safe_load((PROFILE_DIR / "common" / "emergency_words.yml").read_text(encoding="utf-8"))
+    return {str(key): tuple(str(w) for w in words) for key, words in data.items()}
+
+
+def _merge(own: tuple[str, ...], shared: tuple[str, ...]) -> tuple[str, ...]:
+    return own + tuple(w for w in shared if w not in own)
 
 
 def available() -> list[str]:

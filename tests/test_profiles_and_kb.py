@@ -14,10 +14,10 @@ def test_jiyuan_rules_from_the_regulation() -> None:
     assert "jiyuan" in available()
     # 第十三条(二): 3 / 5 / 7 working days, counting the signing day.
     assert {k: c.limit_working_days for k, c in JIYUAN.categories.items()} == {
-        "consult": 3, "help": 5, "suggestion": 5, "complaint": 7, "report": 7,
+        "consult": 3, "help": 5, "suggestion": 5, "complaint": 7, "report": 7, "praise": 5,
     }
     assert JIYUAN.count_start_day is True
-    assert "praise" not in JIYUAN.categories  # 第九条 does not list 表扬
+    assert JIYUAN.facts_for("praise") == ("content", "phone")  # 第十条 does not refuse 表扬: no when or where
     assert JIYUAN.facts_for("complaint") == ("content", "event_time", "place", "phone")  # 第十一条
     assert {r.id: r.dispatch_hours for r in JIYUAN.urgent_rules} == {"outage": 2, "pollution_disaster": 2}  # 第十六条
 
