@@ -7,16 +7,21 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from gateway.config import ROOT, Settings
+
+# The real-letter dev set lives beside the repository (evaluation data, never committed).
+REAL_DEV = ROOT.parent / "shared" / "data" / "real_messages_dev.jsonl"
+Parse = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 def free_port() -> int:
@@ -108,46 +113,91 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _classify(lines: list[str], profile_name: str, rasa_url: str) -> None:
+def _with_bot(rasa_url: str | None, work: Callable[[Parse], Awaitable[int]]) -> int:
+    """Run `work` with Rasa's parse: the server at `rasa_url` when one answers, else one started for the run."""
     import aiohttp
 
-    from bot.screening import screen
     from gateway.bot_client import RasaClient
-    from profiles import load
 
-    profile = load(profile_name)
-    async with aiohttp.ClientSession() as http:
-        client = RasaClient(rasa_url, http)
-        sem = asyncio.Semaphore(8)
+    async def go(url: str) -> int:
+        async with aiohttp.ClientSession() as http:
+            return await work(RasaClient(url, http).parse)
 
-        async def one(text: str) -> dict[str, object]:
-            async with sem:
-                nlu = await client.parse(text[:2000])
-            return screen(text, nlu, profile).as_json(text)
-
-        for result in await asyncio.gather(*(one(t) for t in lines)):
-            print(json.dumps(result, ensure_ascii=False), flush=True)
+    url = rasa_url or Settings.from_env().rasa_url
+    if _reachable(url):
+        return asyncio.run(go(url))
+    print(f"no Rasa server at {url}; starting one for this run (about a minute)...", file=sys.stderr)
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        bot_servers(free_port(), free_port(), None, ROOT / "var") as started_url,
+        contextlib.redirect_stdout(sys.__stdout__),
+    ):
+        return asyncio.run(go(started_url))
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """One JSON object per input line: the same model and the same screening code as the live bot."""
-    lines = [line.strip() for line in sys.stdin if line.strip()]
-    rasa_url = args.rasa_url or Settings.from_env().rasa_url
-    from gateway.bot_client import RasaClient  # noqa: F401 - fail early if the gateway venv is broken
+    from bot.evaluation import classify
+    from profiles import load
 
-    if _reachable(rasa_url):
-        asyncio.run(_classify(lines, args.profile, rasa_url))
-        return 0
-    print(f"no Rasa server at {rasa_url}; starting one for this run (about a minute)...", file=sys.stderr)
-    with (
-        contextlib.redirect_stdout(sys.stderr),
-        bot_servers(free_port(), free_port(), None, ROOT / "var") as url,
-        contextlib.redirect_stdout(sys.__stdout__),
-    ):
+    lines = [line.strip() for line in sys.stdin if line.strip()]
+
+    async def work(parse: Parse) -> int:
         started = time.monotonic()
-        asyncio.run(_classify(lines, args.profile, url))
+        for outcome in await classify(enumerate(lines), parse, load(args.profile)):
+            print(json.dumps(outcome.verdict.as_json(outcome.text), ensure_ascii=False), flush=True)
         print(f"classified {len(lines)} lines in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    return 0
+        return 0
+
+    return _with_bot(args.rasa_url, work)
+
+
+def cmd_eval_real(args: argparse.Namespace) -> int:
+    """The share of real citizen letters accepted, the refusal reasons and the slowest letters."""
+    from bot.evaluation import classify, format_real, read_letters, real_report
+    from profiles import load
+
+    path = Path(args.data)
+    if not path.exists():
+        print(f"error: {path} not found (the real-letter dev set; set HOTLINE_REAL_DEV or --data)", file=sys.stderr)
+        return 2
+    letters = read_letters(path, args.sample)
+
+    async def work(parse: Parse) -> int:
+        started = time.monotonic()
+        outcomes = await classify(letters, parse, load(args.profile))
+        elapsed = time.monotonic() - started
+        report = real_report(outcomes)
+        print(format_real(report, outcomes, refused=args.show_refused))
+        print(f"  {len(letters)} letters in {elapsed:.1f}s; floor {args.min_accepted:.0%} accepted")
+        if args.out:
+            rows = (json.dumps({"id": o.key, **o.verdict.as_json(o.text)}, ensure_ascii=False) for o in outcomes)
+            Path(args.out).write_text("".join(f"{row}\n" for row in rows), encoding="utf-8")  # noqa: ASYNC240
+        return 0 if report.share >= args.min_accepted else 1
+
+    return _with_bot(args.rasa_url, work)
+
+
+def cmd_eval_heldout(args: argparse.Namespace) -> int:
+    """Request-kind macro-F1, emergencies referred and wrongful refusals on the held-out split."""
+    from bot.evaluation import classify, format_heldout, heldout_report, read_heldout
+    from profiles import load
+
+    pairs = read_heldout(ROOT / "nlu_data" / "test")
+    profile = load(args.profile)
+
+    async def work(parse: Parse) -> int:
+        outcomes = await classify(((intent, text) for intent, text in pairs), parse, profile)
+        report = heldout_report([intent for intent, _ in pairs], outcomes, profile)
+        print(format_heldout(report, args.show_misses))
+        ok = (
+            report.macro_f1 >= args.min_f1
+            and report.emergencies_referred == report.emergencies
+            and report.wrongful_refusal_rate <= args.max_wrongful
+        )
+        return 0 if ok else 1
+
+    return _with_bot(args.rasa_url, work)
 
 
 def _reachable(url: str) -> bool:
@@ -217,6 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     classify.add_argument("--profile", default="jiyuan")
     classify.add_argument("--rasa-url", default=None, help="a running Rasa server (default HOTLINE_RASA_URL)")
     classify.set_defaults(func=cmd_classify)
+    real = sub.add_parser("eval-real", help="accepted share and refusal reasons on real citizen letters")
+    real.add_argument("--profile", default="jiyuan")
+    real.add_argument("--data", default=os.environ.get("HOTLINE_REAL_DEV", str(REAL_DEV)))
+    real.add_argument("--sample", type=int, default=None, help="a fixed subset of this many letters")
+    real.add_argument("--min-accepted", type=float, default=0.95)
+    real.add_argument("--show-refused", type=int, default=0, help="print this many refused letters")
+    real.add_argument("--out", default=None, help="write every letter's verdict here (JSON lines)")
+    real.add_argument("--rasa-url", default=None)
+    real.set_defaults(func=cmd_eval_real)
+    held = sub.add_parser("eval-heldout", help="the held-out split through screening, as citizens get it")
+    held.add_argument("--profile", default="jiyuan")
+    held.add_argument("--min-f1", type=float, default=0.95)
+    held.add_argument("--max-wrongful", type=float, default=0.02)
+    held.add_argument("--show-misses", type=int, default=20)
+    held.add_argument("--rasa-url", default=None)
+    held.set_defaults(func=cmd_eval_heldout)
     nlu = sub.add_parser("nlu-eval", help="score the held-out NLU split with rasa test nlu")
     nlu.add_argument("--min-f1", type=float, default=0.85)
     nlu.set_defaults(func=cmd_nlu_eval)
