@@ -215,6 +215,10 @@ def wants_anonymity(text: str) -> bool:
     return any(w in normalize(text) for w in ANONYMOUS_WORDS)
 
 
+# Replies that are letters only but no name: button titles and the yes/no of a conversation.
+NOT_A_NAME = ("确认", "提交", "修改", "取消", "好的", "是的", "可以", "没问题", "不用", "谢谢", "你好", "不知道", "人工", "客服")
+
+
 def name_answer(text: str) -> str | None:
     """A name or form of address (王先生, 我姓李, 叫我张师傅就行); None when it does not look like one."""
     text = normalize(text)
@@ -223,6 +227,8 @@ def name_answer(text: str) -> str | None:
             text = text.split(prefix, 1)[1]
             break
     text = re.sub(r"(就行|就可以|就好|吧|。|，|,|！|!|\s)+$", "", text).strip()
+    if any(word in text for word in NOT_A_NAME):
+        return None  # a button title (确认提交) or a reply typed where the name was asked
     if 1 <= len(text) <= 12 and all(unicodedata.category(c)[0] == "L" or c == "·" for c in text):
         return text
     return None

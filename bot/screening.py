@@ -151,8 +151,12 @@ GENERIC_AREAS = (
     "示范区", "市区", "城区", "新区", "郊区", "县城",
 )
 # Around a region name, these say it is where the citizen works or comes from, not where the matter is.
-_INCIDENTAL_AFTER = ("工作", "上班", "打工", "务工", "读书", "上学", "出差", "人", "籍", "总部", "口音", "户口", "调", "来的", "回来")
-_INCIDENTAL_BEFORE = ("来自", "老家", "从", "籍", "总部在", "户口在", "在外地", "调到", "回")
+_INCIDENTAL_AFTER = (
+    "工作", "上班", "打工", "务工", "读书", "上学", "出差", "住院", "看病", "就医", "治病", "旅游", "人", "籍", "总部",
+    "口音", "户口", "调", "来的", "回来",
+)
+# ... or where someone travels to (拉客去郑州, 开往洛阳的班车): the matter is where it happens here.
+_INCIDENTAL_BEFORE = ("来自", "老家", "从", "籍", "总部在", "户口在", "在外地", "调到", "回", "去", "到", "往", "开往", "发往")
 
 
 def _mentions(text: str, name: str) -> list[int]:

@@ -447,9 +447,12 @@ class Router:
             answer = await self._follow_up(conv, profile, payload)
             return [Reply(answer.text, answer.buttons)]
         if isinstance(payload.get("intake"), dict):
+            intake = payload["intake"]
+            if conv.channel == "sms" and not intake.get("phone"):
+                intake = {**intake, "phone": conv.sender_id}  # the bot never asks an SMS sender for a number
             try:
                 receipt = await create_from_intake(
-                    self.transact, payload["intake"], profile, channel=conv.channel, conversation_id=conv.id
+                    self.transact, intake, profile, channel=conv.channel, conversation_id=conv.id
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)

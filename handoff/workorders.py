@@ -210,7 +210,8 @@ def _create(
         "conversation_id": conversation_id,
         "category": category,
         "urgent": urgent,
-        "facts": {k: intake.get(k) for k in ("content", "event_time", "place")},
+        # screening_doubt: a refusal rule nearly applied (e.g. legal_procedure); the dispatcher decides.
+        "facts": {k: intake.get(k) for k in ("content", "event_time", "place", "screening_doubt") if k != "screening_doubt" or intake.get(k)},
         "contact_phone": intake.get("phone"),
         "contact_name": None if anonymous else intake.get("name"),
         "anonymous": anonymous,

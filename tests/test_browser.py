@@ -59,3 +59,47 @@ async def test_whole_intake_in_the_browser(tmp_path: Path, rasa_url: str) -> Non
             await browser.close()
     finally:
         await runner.cleanup()
+
+
+# The cases issue 11 names, each a new citizen on the chat page: what the first reply must say, and
+# what it must not.
+FIRST_REPLIES = [
+    ("河堤决口了，水已经进村了，俺们村还有好些老人没撤出来", "119", "联系电话"),
+    ("我姐把一整瓶安眠药都吃了，现在叫她没反应", "120", "联系电话"),
+    ("想表扬一下沁园街道社区的网格员小王，帮我家老人办了高龄补贴，跑前跑后特别耐心", "“表扬”类", "不能受理"),
+    ("帮我查一下我的社保缴费记录，看看单位这半年有没有给我交", "社保|“咨询”类", "不能受理"),
+    ("老城区那边的路灯坏了好几个，晚上黑乎乎的，老人出门不安全", "您的诉求属于", "不属于"),
+    ("我在郑州上班，家在济源天坛街道，小区物业把电梯停了两个月不修", "您的诉求属于", "不属于"),
+    (
+        "关于小区开发商迟迟不办房产证的问题。尊敬的领导：您好！我们是济源市北海街道某小区的业主，2018年交房至今已经六年，"
+        "开发商一直以各种理由拖着不给办不动产权证，孩子上学、老人落户都受影响，多次找售楼部和住建部门都没有结果，"
+        "恳请领导督促开发商尽快办理。",
+        "您的诉求属于",
+        "请直接描述",
+    ),
+]
+
+
+async def test_the_cases_of_the_judgment_issue_in_the_browser(tmp_path: Path, rasa_url: str) -> None:
+    port = free_port()
+    runner = web.AppRunner(create_app(settings_for(tmp_path, rasa_url, port=port)))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            for text, wanted, unwanted in FIRST_REPLIES:
+                page = await browser.new_page(viewport={"width": 390, "height": 844})  # a new citizen each time
+                await page.goto(f"http://127.0.0.1:{port}/")
+                bots = page.locator(".msg.bot")
+                await expect(bots.first).to_contain_text("12345")
+                count = await bots.count()
+                await page.fill("#input", text)
+                await page.keyboard.press("Enter")
+                await expect(bots.nth(count)).to_contain_text(re.compile(wanted), timeout=30_000)
+                replies = " ".join(await bots.all_inner_texts())
+                assert unwanted not in replies, (text, replies)
+                await page.close()
+            await browser.close()
+    finally:
+        await runner.cleanup()

@@ -6,6 +6,7 @@ The bot never writes to the gateway's database. It ends an intake by sending a c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from abc import abstractmethod
@@ -19,8 +20,11 @@ from rasa_sdk.types import DomainDict
 from bot import facts, knowledge
 from bot.screening import (
     Verdict,
+    best_request_kind,
     emergency_message,
     emergency_service,
+    is_past,
+    keyword_service,
     outside_place,
     real_name_rule,
     screen,
@@ -33,7 +37,8 @@ log = logging.getLogger(__name__)
 FACT_SLOTS = ("content", "event_time", "place", "phone", "name", "id_number")
 INTAKE_SLOTS = (
     *FACT_SLOTS, "category", "urgent", "urgent_rule", "real_name_rule", "real_name_required", "confidential", "intake_id", "anonymous",
-    "confirmation", "correct_field", "supplement_number", "supplement_text",
+    "confirmation", "correct_field", "supplement_number", "supplement_text", "screening_doubt", "pending_request",
+    "pending_kind",
 )
 FIELD_LABELS = {
     "content": "诉求内容", "event_time": "发生时间", "place": "地点", "phone": "联系电话", "name": "称呼",
@@ -49,6 +54,12 @@ FIELD_WORDS = {
     "content": ("内容", "情况", "描述", "问题", "事情"),
 }
 MIN_CONTENT_CHARS = 8
+# The start of utter_prompt_request, for trackers whose bot events carry no utter_action.
+PROMPT_START = "请直接描述您要反映的事项"
+# Messages that are conversation, never a request, however often the bot has asked.
+SMALL_TALK = ("greet", "goodbye", "thanks", "affirm", "deny", "cancel", "request_human")
+# Yes, no and corrections with no intake under way: the citizen is asked for the request itself.
+STRAY_INTENTS = ("affirm", "deny", "correct", "anonymous")
 YES_WORDS = ("确认", "提交", "没问题", "对的", "正确", "是的", "可以", "好的", "没错", "嗯")
 
 
@@ -56,6 +67,37 @@ def profile_for(tracker: Tracker) -> Profile:
     """The gateway names the jurisdiction in each message's metadata; the environment is the fallback."""
     metadata = tracker.latest_message.get("metadata") or {}
     return load(metadata.get("profile") if isinstance(metadata, dict) else None)
+
+
+def prompted_before(tracker: Tracker) -> bool:
+    """Was the bot's last message before this one the prompt to describe the request?"""
+    seen_user = False
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            if seen_user:
+                return False
+            seen_user = True
+        elif event.get("event") == "bot" and seen_user:
+            action = (event.get("metadata") or {}).get("utter_action")
+            return action == "utter_prompt_request" or str(event.get("text") or "").startswith(PROMPT_START)
+    return False
+
+
+def channel_of(tracker: Tracker) -> str | None:
+    metadata = tracker.latest_message.get("metadata") or {}
+    return metadata.get("channel") if isinstance(metadata, dict) else None
+
+
+def needed_facts(profile: Profile, tracker: Tracker) -> list[str]:
+    """The facts this kind of request needs under the profile; on SMS the sender's number is the contact
+    (the gateway records it), so it is never asked."""
+    needed = set(profile.facts_for(tracker.get_slot("category"))) | {"name"}
+    rule = profile.real_name_rule(tracker.get_slot("real_name_rule"))
+    if rule is not None:
+        needed |= set(rule.facts)
+    if channel_of(tracker) == "sms":
+        needed.discard("phone")
+    return [slot for slot in FACT_SLOTS if slot in needed]
 
 
 def reset_intake() -> list[EventType]:
@@ -75,22 +117,55 @@ class ActionStartIntake(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         profile = profile_for(tracker)
         text = tracker.latest_message.get("text") or ""
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        pending = tracker.get_slot("pending_request")
+        if pending:
+            clear: list[EventType] = [SlotSet("pending_request", None), SlotSet("pending_kind", None)]
+            if intent == "affirm":  # yes, it is happening now: the number again, nothing else
+                service = keyword_service(facts.normalize(pending), profile)
+                dispatcher.utter_message(
+                    text=emergency_message(profile, service),
+                    json_message={"screened": {"reason": "emergency", "article": profile.emergency_article, "confidence": 1.0}},
+                )
+                return clear
+            if intent == "deny" or is_past(facts.normalize(text), profile):
+                # Not happening now: the first message is the request; this reply adds to it.
+                ranking = {"intent_ranking": [{"name": tracker.get_slot("pending_kind") or "help", "confidence": 1.0}]}
+                combined = pending if intent == "deny" and len(text) < 12 else f"{pending}；{text}"
+                verdict = screen(combined, ranking, profile, danger_denied=True)
+                return [*clear, *self.start(dispatcher, tracker, profile, combined, verdict)]
+            events = clear
+        else:
+            events = []
+        if intent in STRAY_INTENTS:
+            dispatcher.utter_message(response="utter_prompt_request")
+            return events
         verdict = screen(text, tracker.latest_message, profile)
+        if verdict.ask is not None:
+            dispatcher.utter_message(
+                text=f"{verdict.message}\n{verdict.ask}",
+                json_message={**screened_payload(verdict), "ask": verdict.ask},
+            )
+            kind = best_request_kind(text, tracker.latest_message)
+            return [*events, SlotSet("pending_request", facts.normalize(text)[:2000]), SlotSet("pending_kind", kind)]
+        return [*events, *self.start(dispatcher, tracker, profile, text, verdict)]
 
+    def start(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile, text: str, verdict: Verdict
+    ) -> list[EventType]:
+        """Refer, answer from the knowledge base, or open the intake form for a screened message."""
         if verdict.reason is not None:
             message = verdict.message or "抱歉，该事项不属于12345热线受理范围。"
             dispatcher.utter_message(text=message, json_message=screened_payload(verdict))
             return reset_intake()
         if verdict.category is None:
-            dispatcher.utter_message(response="utter_prompt_request")
-            return []
-        if not verdict.accepted:  # e.g. praise where the regulation does not list it
-            dispatcher.utter_message(
-                text="感谢您对我们工作的肯定与支持！您的心意我们会转达给相关单位和工作人员。",
-                json_message={"noted": {"category": verdict.category}},
-            )
-            return reset_intake()
-
+            intent = (tracker.latest_message.get("intent") or {}).get("name")
+            kind = best_request_kind(text, tracker.latest_message)
+            if not (prompted_before(tracker) and kind and intent not in SMALL_TALK and len(facts.normalize(text)) >= 4):
+                dispatcher.utter_message(response="utter_prompt_request")
+                return []
+            # Asked once already and answered with something: that is the request (never ask twice).
+            verdict = dataclasses.replace(verdict, accepted=True, category=kind, doubt="kind")
         if verdict.category == "consult":
             hit = knowledge.best_answer(text, profile.knowledge_base)
             if hit is not None:
@@ -112,6 +187,7 @@ class ActionStartIntake(Action):
             SlotSet("confidential", wants_confidentiality(text, profile)),
             SlotSet("intake_id", uuid.uuid4().hex),
             SlotSet("anonymous", False),
+            SlotSet("screening_doubt", verdict.doubt),
         ]
         if len(facts.normalize(text)) >= MIN_CONTENT_CHARS:
             events.append(SlotSet("content", facts.normalize(text)[:2000]))
@@ -221,12 +297,7 @@ class ValidateIntakeForm(StoppableForm):
     async def required_slots(
         self, domain_slots: list[str], dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[str]:
-        profile = profile_for(tracker)
-        needed = set(profile.facts_for(tracker.get_slot("category"))) | {"name"}
-        rule = profile.real_name_rule(tracker.get_slot("real_name_rule"))
-        if rule is not None:
-            needed |= set(rule.facts)
-        return [slot for slot in FACT_SLOTS if slot in needed]
+        return needed_facts(profile_for(tracker), tracker)
 
     def validate_content(self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> dict[str, Any]:
         text = facts.normalize(str(value or ""))
@@ -300,6 +371,8 @@ def summary(tracker: Tracker, profile: Profile) -> str:
         elif slot == "name":
             value = value or "匿名"
         lines.append(f"· {FIELD_LABELS[slot]}：{value}")
+    if channel_of(tracker) == "sms":
+        lines.append("· 联系电话：本机号码")
     if tracker.get_slot("confidential"):
         lines.append("· 保密：是（您的个人信息不会透露给被反映方）")
     lines.append("信息无误请点“确认提交”；需要修改请点“修改”或直接告诉我要改的内容。")
@@ -307,11 +380,7 @@ def summary(tracker: Tracker, profile: Profile) -> str:
 
 
 def shown_fields(profile: Profile, tracker: Tracker) -> list[str]:
-    needed = set(profile.facts_for(tracker.get_slot("category"))) | {"name"}
-    rule = profile.real_name_rule(tracker.get_slot("real_name_rule"))
-    if rule is not None:
-        needed |= set(rule.facts)
-    return [slot for slot in FACT_SLOTS if slot in needed]
+    return needed_facts(profile, tracker)
 
 
 def field_buttons(profile: Profile, tracker: Tracker) -> list[dict[str, str]]:
@@ -405,6 +474,7 @@ class ActionFinishConfirmation(Action):
             "phone": tracker.get_slot("phone"),
             "name": None if tracker.get_slot("anonymous") else tracker.get_slot("name"),
             "anonymous": bool(tracker.get_slot("anonymous")),
+            "screening_doubt": tracker.get_slot("screening_doubt"),
         }
         dispatcher.utter_message(json_message={"intake": intake})
         return reset_intake()
