@@ -34,10 +34,12 @@ from channels.sms import RUNTIME
 from gateway.app import OUTBOX, create_app
 from gateway.cli import free_port
 from gateway.config import Settings
-from gateway.db import make_engine, make_sessions, migrate
-from gateway.models import Survey, WorkOrder, WorkOrderEvent, utcnow
+from gateway.schema import migrate
+from handoff.models import Survey, WorkOrder, WorkOrderEvent
 from handoff.survey import SurveyService
 from profiles import load
+from storage.base import utcnow
+from storage.db import make_engine, make_sessions
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, AlibabaServer
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from channels.base import InboundMessage, Reply
+from common.messages import InboundMessage, Reply
 from gateway.http import read_limited
 from gateway.router import Router
 

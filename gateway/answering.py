@@ -19,8 +19,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 
-from gateway.models import Conversation
 from gateway.router import Router
+from storage.conversations import Conversation
 
 log = logging.getLogger(__name__)
 

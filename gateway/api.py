@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.metrics import METRICS
-from gateway.models import Media, WorkOrder
+from handoff.models import WorkOrder
 from handoff.workorders import get_by_number
+from storage.media import Media
 
 SESSIONS = web.AppKey("api_sessions", async_sessionmaker[AsyncSession])
 TOKEN = web.AppKey("api_token", str)

@@ -18,11 +18,12 @@ from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
-from gateway.db import UnitOfWork, make_engine, make_sessions, migrate
 from gateway.metrics import METRICS, Metrics
 from gateway.outbox import SENDERS, OutboxWorker
 from gateway.router import Router
+from gateway.schema import migrate
 from profiles import load as load_profile
+from storage.db import UnitOfWork, make_engine, make_sessions
 
 log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)

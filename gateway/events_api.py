@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from gateway.api import authorised, unauthorised
 from gateway.http import read_limited
-from gateway.models import Survey, WorkOrder
 from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
+from handoff.models import Survey, WorkOrder
 from handoff.notify import sign as signature
 from handoff.survey import LABELS, SurveyService
 

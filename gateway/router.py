@@ -21,18 +21,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
-from channels.base import InboundMessage, Reply
+from common.messages import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
-from gateway.db import UnitOfWork
 from gateway.limits import SenderLimits, Standing
 from gateway.metrics import Metrics
-from gateway.models import Conversation, Message, utcnow
-from gateway.outbox import enqueue
 from handoff import followups
 from handoff.workorders import IntakeError, create_from_intake
 from profiles import Profile
 from profiles import load as load_profile
+from storage.base import utcnow
+from storage.conversations import Conversation, Message
+from storage.db import UnitOfWork
+from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
 

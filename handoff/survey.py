@@ -26,23 +26,16 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.models import (
-    Conversation,
-    InboxKey,
-    Message,
-    Revisit,
-    SmsOptOut,
-    Survey,
-    WorkOrder,
-    WorkOrderEvent,
-    utcnow,
-)
-from gateway.outbox import enqueue
 from handoff import lifecycle
 from handoff.deadlines import due_date
+from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
 from profiles import Profile, SurveyRules
 from profiles import load as load_profile
+from storage.base import utcnow
+from storage.conversations import Conversation, Message
+from storage.inbox import InboxKey
+from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, selectinload
 
 from bot.knowledge import similarity
-from gateway.db import UnitOfWork, in_session
-from gateway.models import Message, WorkOrder, WorkOrderEvent, utcnow
 from handoff.deadlines import CHINA_TZ, due_date
+from handoff.models import WorkOrder, WorkOrderEvent
 from profiles import Profile
+from storage.base import utcnow
+from storage.conversations import Message
+from storage.db import UnitOfWork, in_session
 
 # Orders a new request can still be attached to; replied and closed ones are done, withdrawn ones gone.
 OPEN_STATUSES = ("created", "dispatched", "signed", "extended", "returned", "reopened")

@@ -17,12 +17,14 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from channels.sms import RUNTIME
+from channels.sms.models import SmsRecord
 from gateway.app import OUTBOX
 from gateway.cli import free_port
-from gateway.models import Message, Revisit, SmsRecord, Survey, WorkOrder
+from handoff.models import Revisit, Survey, WorkOrder
 from handoff.survey import TZ, SurveyService
 from handoff.workorders import create_from_intake
 from profiles import Profile
+from storage.conversations import Message
 from tests.conftest import Clock, gateway_client, router_of, settings_for
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, ProviderServer
 

@@ -43,9 +43,10 @@ def test_year_without_calendar_data_falls_back_to_weekdays() -> None:
 
 
 async def test_work_order_creation_is_idempotent_on_intake_id(tmp_path) -> None:
-    from gateway.db import make_engine, make_sessions, migrate
+    from gateway.schema import migrate
     from handoff.workorders import create_from_intake
     from profiles import load
+    from storage.db import make_engine, make_sessions
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'wo.db'}"
     await migrate(url)

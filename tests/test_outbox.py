@@ -8,8 +8,10 @@ import datetime as dt
 
 from sqlalchemy import select
 
-from gateway.models import Conversation, Message, OutboxItem, utcnow
-from gateway.outbox import OutboxWorker, SendResult, enqueue
+from gateway.outbox import OutboxWorker
+from storage.base import utcnow
+from storage.conversations import Conversation, Message
+from storage.outbox import OutboxItem, SendResult, enqueue
 from tests.conftest import Clock
 
 

@@ -17,10 +17,12 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from wechatpy.crypto import PrpCrypto
 
+from channels.wechat.models import WeChatToken
 from gateway.cli import free_port
 from gateway.logs import RedactingFilter
-from gateway.models import Message, OutboxItem, WeChatToken
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX, UNREADABLE_TEXT
+from storage.conversations import Message
+from storage.outbox import OutboxItem
 from tests.conftest import gateway_client, router_of, settings_for
 from tests.test_wechat_protocol import V1_ENCRYPT, V1_SECURE_QUERY
 from tests.wechat_api_server import (

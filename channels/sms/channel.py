@@ -31,20 +31,24 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from channels.base import InboundMessage
 from channels.sms import alibaba, tencent
 from channels.sms.base import Kind, SmsProvider, normalise_phone, segments
 from channels.sms.log import LogSms
+from channels.sms.models import SmsRecord
+from common.messages import InboundMessage
 from gateway.answering import Answering
 from gateway.config import Settings
 from gateway.http import read_limited
 from gateway.logs import redact
-from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsOptOut, SmsRecord, Survey
-from gateway.outbox import SENDERS, SendResult
+from gateway.outbox import SENDERS
 from gateway.router import Router
+from handoff.models import SmsOptOut, Survey
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
 from handoff.notify import TicketWebhookSender
 from handoff.survey import SurveyService
+from storage.conversations import Conversation, Message
+from storage.inbox import InboxKey
+from storage.outbox import OutboxItem, SendResult
 
 log = logging.getLogger(__name__)
 

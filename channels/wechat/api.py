@@ -20,10 +20,14 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.wechat.config import WeChatApp
+from channels.wechat.models import WeChatToken
 from gateway.coordination import Coordinator
-from gateway.models import Media, Message, OutboxItem, WeChatToken, WorkOrder, utcnow
-from gateway.outbox import SendResult, enqueue
+from handoff.models import WorkOrder
 from profiles import Profile
+from storage.base import utcnow
+from storage.conversations import Message
+from storage.media import Media
+from storage.outbox import OutboxItem, SendResult, enqueue
 
 log = logging.getLogger(__name__)
 

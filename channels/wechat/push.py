@@ -35,9 +35,10 @@ from channels.wechat.protocol import PushError, check_url_signature, open_push, 
 from gateway.answering import Answering
 from gateway.config import Settings
 from gateway.http import read_limited
-from gateway.models import Conversation, OutboxItem
-from gateway.outbox import SENDERS, enqueue
+from gateway.outbox import SENDERS
 from gateway.router import Router
+from storage.conversations import Conversation
+from storage.outbox import OutboxItem, enqueue
 
 log = logging.getLogger(__name__)
 
