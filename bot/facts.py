@@ -20,6 +20,7 @@ import phonenumbers
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError
 
+from common.text import matched_keyword, normalize  # noqa: F401 - shared with the gateway
 from profiles import Profile
 
 jieba.setLogLevel(60)
@@ -54,11 +55,6 @@ class TimeFact:
         if self.start is None:
             return self.text
         return f"{self.text}（{self.start:%Y-%m-%d %H:%M}）"
-
-
-def normalize(text: str) -> str:
-    """NFKC folds full-width digits and letters, which citizens' phones often produce."""
-    return unicodedata.normalize("NFKC", text or "").strip()
 
 
 def has_content(text: str) -> bool:
@@ -259,12 +255,6 @@ def mask_id_number(value: str | None) -> str:
 
 def declines(text: str) -> bool:
     return any(w in normalize(text) for w in DECLINE_WORDS)
-
-
-def matched_keyword(text: str, keywords: tuple[str, ...]) -> str | None:
-    """The first profile keyword in the text (case-insensitive for Latin letters)."""
-    text = normalize(text).lower()
-    return next((k for k in keywords if k.lower() in text), None)
 
 
 _ORDER_NUMBER = re.compile(r"(?<![A-Za-z])([A-Za-z]{2})\s*(\d{14})(?!\d)")

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
-from bot.facts import matched_keyword
+from common.text import matched_keyword
 from gateway.models import SenderLimit
 from profiles import Profile
 from storage.base import utcnow

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, selectinload
 
-from bot.knowledge import similarity
+from common.text import similarity
 from handoff.deadlines import CHINA_TZ, due_date
 from handoff.models import WorkOrder, WorkOrderEvent
 from profiles import Profile
