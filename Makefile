@@ -11,6 +11,7 @@ bootstrap:
 
 lint:
 	.venv/bin/ruff check common storage gateway channels handoff profiles bot tests bench scripts
+	.venv/bin/lint-imports
 
 bench: bootstrap
 	.venv/bin/python -m bench.web_latency

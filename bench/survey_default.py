@@ -30,10 +30,10 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, insert, select
 
 from bench.postgres import postgres
-from channels.sms import RUNTIME
 from gateway.app import OUTBOX, create_app
 from gateway.cli import free_port
 from gateway.config import Settings
+from gateway.events_api import SURVEYS
 from gateway.schema import migrate
 from handoff.models import Survey, WorkOrder, WorkOrderEvent
 from handoff.survey import SurveyService
@@ -100,7 +100,7 @@ async def callbacks(n: int, concurrency: int = 20, wal: bool = False) -> dict[st
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     app = server.app
-    service: SurveyService = app[RUNTIME].surveys  # type: ignore[attr-defined]
+    service: SurveyService = app[SURVEYS]
     base = f"http://127.0.0.1:{server.port}"
     now = utcnow()
     await seed(settings.database_url, n, now)

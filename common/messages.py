@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Work to do before a kept message is answered (e.g. queueing the fetch of a picture it carried).
+Prepare = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
+from common.messages import Prepare
 from gateway.router import Router
 from storage.conversations import Conversation
 
 log = logging.getLogger(__name__)
 
-Prepare = Callable[[], Awaitable[None]]
 ACK_PRIORITY_S = 0.5  # how long answering waits for a burst of acknowledgements to finish first
 
 

@@ -18,6 +18,9 @@ fi
 echo "==> ruff"
 .venv/bin/ruff check common storage gateway channels handoff profiles bot tests bench scripts
 
+echo "==> lint-imports (the dependency rule, docs/architecture.md)"
+.venv/bin/lint-imports
+
 echo "==> model and held-out NLU score"
 .venv/bin/hotline train
 .venv/bin/hotline nlu-eval --min-f1 "${HOTLINE_MIN_F1:-0.85}"

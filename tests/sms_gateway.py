@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from channels.sms import RUNTIME
 from channels.sms.models import SmsRecord
 from gateway.app import OUTBOX
 from gateway.cli import free_port
+from gateway.events_api import SURVEYS
 from handoff.models import Revisit, Survey, WorkOrder
 from handoff.survey import TZ, SurveyService
 from handoff.workorders import create_from_intake
@@ -58,7 +58,7 @@ class SmsGateway:
 
     @property
     def surveys(self) -> SurveyService:
-        return self.app[RUNTIME].surveys  # type: ignore[attr-defined]
+        return self.app[SURVEYS]
 
     def use_profile(self, profile: Profile) -> None:
         self.surveys.profile = profile
