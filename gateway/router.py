@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
+from common import buttons
 from common.messages import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
@@ -83,12 +84,7 @@ def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[
         if isinstance(m.get("custom"), dict):
             payloads.append(m["custom"])
         if m.get("text"):
-            buttons = tuple(
-                {"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
-                for b in m.get("buttons") or []
-                if isinstance(b, dict)
-            )
-            replies.append(Reply(str(m["text"]), buttons))
+            replies.append(Reply(str(m["text"]), buttons.from_rasa(m.get("buttons"))))
     return replies, payloads
 
 
@@ -314,9 +310,9 @@ class Router:
             return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in queued]
         for row in queued:
             row.status = "outbox"
-            buttons = list((row.payload or {}).get("buttons", ()))
+            offered = list((row.payload or {}).get("buttons", ()))
             enqueue(session, channel=conv.channel, recipient=conv.sender_id,
-                    body={"text": RESENT_PREFIX + row.text, "buttons": buttons},
+                    body={"text": RESENT_PREFIX + row.text, "buttons": offered},
                     conversation_id=conv.id, message_id=row.id)
         return []
 
@@ -419,10 +415,8 @@ class Router:
             .order_by(Message.id.desc())
             .limit(1)
         ))
-        for button in (last.payload or {}).get("buttons", ()) if last is not None else ():
-            if text.strip() == str(button.get("title", "")).strip() and button.get("payload"):
-                return str(button["payload"])
-        return text
+        offered = (last.payload or {}).get("buttons") if last is not None else None
+        return buttons.chosen_payload(text, offered, numbered=False) or text
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None
