@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
-from common import buttons
+from common import buttons, payloads
 from common.messages import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
@@ -45,6 +45,8 @@ MEDIA_LABELS = {"image": "图片", "voice": "语音", "video": "视频", "shortv
 MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求记录中。请再用文字简单说一下您要反映的问题：发生了什么事、在什么地方。"
 UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
 RESENT_PREFIX = "（此前未能送达的回复）"
+INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
+BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
 DUPLICATE_TTL_S = 24 * 3600
 UNFINISHED = ("queued", "received", "pending_bot")  # out: waiting for the citizen; in: waiting for the bot
 
@@ -436,40 +438,48 @@ class Router:
         )
 
     async def _act(self, conv: Conversation, payload: dict[str, Any]) -> list[Reply]:
-        """The bot's custom payloads: the only way it asks the gateway to do something."""
+        """The bot's custom payloads: the only way it asks the gateway to do something. Their shape
+        is checked here (common/payloads.py): a bad one is logged and the citizen gets an apology."""
+        try:
+            action = payloads.parse(payload)
+        except payloads.PayloadError as exc:
+            log.error("conversation %s: unusable payload from the bot: %s", conv.id, exc)
+            return [Reply(INTAKE_FAILED_TEXT if "intake" in (payload if isinstance(payload, dict) else {})
+                          else BAD_PAYLOAD_TEXT)]
         profile = self._profile(conv)
-        if isinstance(payload.get("withdraw"), dict) or isinstance(payload.get("supplement"), dict):
-            answer = await self._follow_up(conv, profile, payload)
+        if isinstance(action, payloads.Withdraw | payloads.Supplement):
+            answer = await self._follow_up(conv, profile, action)
             return [Reply(answer.text, answer.buttons)]
-        if isinstance(payload.get("intake"), dict):
+        if isinstance(action, payloads.Intake):
             try:
                 receipt = await create_from_intake(
-                    self.transact, payload["intake"], profile, channel=conv.channel, conversation_id=conv.id
+                    self.transact, action.fields, profile, channel=conv.channel, conversation_id=conv.id
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
-                return [Reply("抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。")]
+                return [Reply(INTAKE_FAILED_TEXT)]
             log.info("work order %s for conversation %s (%s)", receipt.number, conv.id, receipt.outcome)
-            self.metrics.work_orders.labels(profile.id, str(payload["intake"].get("category")), receipt.outcome).inc()
+            self.metrics.work_orders.labels(profile.id, action.fields["category"], receipt.outcome).inc()
             return [Reply(receipt.citizen_text())]
-        if payload.get("handoff") == "agent":
+        if isinstance(action, payloads.Handoff):
             async with self.sessions() as session:
                 await session.execute(update(Conversation).where(Conversation.id == conv.id).values(state="waiting"))
                 await session.commit()
             conv.state = "waiting"
+        elif action.kind == "unknown":
+            log.warning("conversation %s: payload the gateway does not know, kept only: %s", conv.id, sorted(payload))
         return []
 
-    async def _follow_up(self, conv: Conversation, profile: Profile, payload: dict[str, Any]) -> followups.Answer:
+    async def _follow_up(
+        self, conv: Conversation, profile: Profile, action: payloads.Withdraw | payloads.Supplement
+    ) -> followups.Answer:
         """Withdraw or supplement one of the citizen's own orders."""
-        kind = "withdraw" if isinstance(payload.get("withdraw"), dict) else "supplement"
-        body = payload[kind]
-        number = body.get("number") if isinstance(body.get("number"), str) else None
         # On SMS the sender is the phone itself; elsewhere the citizen may give the registered phone.
-        phones = [body.get("phone"), conv.sender_id if conv.channel == "sms" else None]
-        common = {"conversation_id": conv.id, "number": number, "phones": phones, "channel": conv.channel}
-        if kind == "withdraw":
-            return await followups.withdraw(self.sessions, profile, confirmed=body.get("confirmed") is True, **common)
-        return await followups.supplement(self.sessions, profile, text=str(body.get("text") or ""), **common)
+        phones = [action.phone, conv.sender_id if conv.channel == "sms" else None]
+        common = {"conversation_id": conv.id, "number": action.number, "phones": phones, "channel": conv.channel}
+        if isinstance(action, payloads.Withdraw):
+            return await followups.withdraw(self.sessions, profile, confirmed=action.confirmed, **common)
+        return await followups.supplement(self.sessions, profile, text=action.text, **common)
 
     async def _finish(
         self,

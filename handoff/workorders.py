@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, selectinload
 
+from common.payloads import IntakeFields
 from common.text import similarity
 from handoff.deadlines import CHINA_TZ, due_date
 from handoff.models import WorkOrder, WorkOrderEvent
@@ -141,7 +142,7 @@ def _transcript(messages: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def create_from_intake(
     db: UnitOfWork | async_sessionmaker[AsyncSession],
-    intake: dict[str, Any],
+    intake: IntakeFields,
     profile: Profile,
     *,
     channel: str,
@@ -168,7 +169,7 @@ async def create_from_intake(
 
 def _create(
     session: Session,
-    intake: dict[str, Any],
+    intake: IntakeFields,
     profile: Profile,
     *,
     channel: str,
