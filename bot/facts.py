@@ -20,12 +20,11 @@ import phonenumbers
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError
 
-from common.text import matched_keyword, normalize  # noqa: F401 - shared with the gateway
+from common.china_time import CHINA_TZ
+from common.text import mask_phone, matched_keyword, normalize  # noqa: F401 - shared with the gateway
 from profiles import Profile
 
 jieba.setLogLevel(60)
-
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 
 # Words that make a jieba token part of an address; the tagger alone misses 路/小区/门口 compounds.
 _PLACE_SUFFIXES = (
@@ -82,16 +81,6 @@ def extract_phone(text: str) -> str | None:
                 area = phonenumbers.length_of_geographical_area_code(number) or 3
                 return f"0{nsn[:area]}-{nsn[area:]}"
     return None
-
-
-def mask_phone(phone: str | None) -> str:
-    """138****5678: enough for a citizen to recognise their number, not enough to call it."""
-    if not phone:
-        return ""
-    digits = re.sub(r"\D", "", phone)
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}****{digits[-4:]}"
 
 
 def extract_time(text: str, now: dt.datetime | None = None) -> TimeFact | None:

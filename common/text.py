@@ -3,6 +3,7 @@ so the gateway can use them without loading the bot's language libraries."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -15,6 +16,16 @@ def matched_keyword(text: str, keywords: tuple[str, ...]) -> str | None:
     """The first profile keyword in the text (case-insensitive for Latin letters)."""
     text = normalize(text).lower()
     return next((k for k in keywords if k.lower() in text), None)
+
+
+def mask_phone(phone: str | None) -> str:
+    """138****5678: enough for a citizen to recognise their number, not enough to call it."""
+    if not phone:
+        return ""
+    digits = re.sub(r"\D", "", phone)
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return f"{digits[:3]}****{digits[-4:]}"
 
 
 def _bigrams(text: str) -> set[str]:

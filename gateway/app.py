@@ -22,6 +22,7 @@ from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
 from gateway.events_api import SURVEYS
+from gateway.http import json_error
 from gateway.intake import GatewayIntake
 from gateway.metrics import METRICS, Metrics
 from gateway.outbox import SENDERS, OutboxWorker
@@ -50,7 +51,7 @@ async def errors_middleware(request: web.Request, handler):  # noqa: ANN001, ANN
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return web.json_response({"error": "internal error; the message was kept and will be retried"}, status=503)
+        return json_error(503, "internal error; the message was kept and will be retried")
 
 
 async def healthz(request: web.Request) -> web.Response:

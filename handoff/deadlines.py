@@ -12,8 +12,9 @@ import logging
 
 import chinese_calendar
 
+from common.china_time import CHINA_TZ
+
 log = logging.getLogger(__name__)
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 _warned: set[int] = set()
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from handoff.deadlines import CHINA_TZ, due_date
+from common.china_time import CHINA_TZ
+from handoff.deadlines import due_date
 from handoff.models import WorkOrder, WorkOrderEvent
 from handoff.workorders import CLOSED_STATUSES, OPEN_STATUSES, contact_key
 from profiles import Profile

@@ -20,12 +20,12 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.china_time import CHINA_TZ
 from handoff import lifecycle
 from handoff.deadlines import due_date
 from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
@@ -39,10 +39,6 @@ from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
-try:
-    TZ: dt.tzinfo = ZoneInfo("Asia/Shanghai")
-except ZoneInfoNotFoundError:  # no tz database on the host: China has had no DST since 1991
-    TZ = dt.timezone(dt.timedelta(hours=8))
 LABELS = {
     "very_satisfied": "非常满意",
     "satisfied": "满意",
@@ -131,7 +127,7 @@ def parse_reply(text: str) -> Parsed:
 
 def next_allowed(now: dt.datetime, rules: SurveyRules) -> dt.datetime:
     """now, or the end of the quiet hours (local time) if now falls inside them."""
-    local = now.astimezone(TZ)
+    local = now.astimezone(CHINA_TZ)
     if not rules.is_quiet(local.hour) or rules.quiet_hours is None:
         return now
     end = local.replace(hour=rules.quiet_hours[1], minute=0, second=0, microsecond=0)

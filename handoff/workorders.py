@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, selectinload
 
+from common.china_time import CHINA_TZ
 from common.payloads import IntakeFields
 from common.text import similarity
-from handoff.deadlines import CHINA_TZ, due_date
+from handoff.deadlines import due_date
 from handoff.models import WorkOrder, WorkOrderEvent
 from profiles import Profile
 from storage.base import utcnow

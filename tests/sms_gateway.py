@@ -17,11 +17,12 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from channels.sms.models import SmsRecord
+from common.china_time import CHINA_TZ as TZ
 from gateway.app import OUTBOX
 from gateway.cli import free_port
 from gateway.events_api import SURVEYS
 from handoff.models import Revisit, Survey, WorkOrder
-from handoff.survey import TZ, SurveyService
+from handoff.survey import SurveyService
 from handoff.workorders import create_from_intake
 from profiles import Profile
 from storage.conversations import Message

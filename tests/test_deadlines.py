@@ -4,7 +4,8 @@ import datetime as dt
 
 import pytest
 
-from handoff.deadlines import CHINA_TZ, due_date, is_workday
+from common.china_time import CHINA_TZ
+from handoff.deadlines import due_date, is_workday
 
 
 def at(y: int, m: int, d: int, h: int = 10) -> dt.datetime:

@@ -9,9 +9,9 @@ import uuid
 
 from sqlalchemy import select, update
 
+from common.china_time import CHINA_TZ
 from gateway.limits import SenderLimits
 from handoff import followups
-from handoff.deadlines import CHINA_TZ
 from handoff.models import WorkOrder
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import load

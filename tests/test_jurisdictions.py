@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from bot.screening import real_name_rule, screen, urgent_rule
+from common.china_time import CHINA_TZ
 from gateway.bot_client import RasaClient
 from handoff import lifecycle
-from handoff.deadlines import CHINA_TZ
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import ProfileError, available, load, parse_profile
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from channels.sms.alibaba import AlibabaSms
-from channels.sms.base import mask_phone, normalise_phone, segments
+from channels.sms.base import normalise_phone, segments
 from channels.sms.tencent import TencentSms
+from common.text import mask_phone
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, AlibabaServer, TencentServer
 
 TEMPLATES = {"reply": "SMS_100001", "survey": "SMS_100002"}
