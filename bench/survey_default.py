@@ -31,7 +31,7 @@ from sqlalchemy import func, insert, select
 
 from bench.postgres import postgres
 from gateway.app import OUTBOX, create_app
-from gateway.cli import free_port
+from gateway.botproc import free_port
 from gateway.config import Settings
 from gateway.events_api import SURVEYS
 from gateway.schema import migrate

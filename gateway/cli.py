@@ -8,41 +8,13 @@ import contextlib
 import gc
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from gateway.botproc import bot_servers, free_port
 from gateway.config import ROOT, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def bot_servers(rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None) -> Iterator[str]:
-    """Start the action server and the Rasa server on loopback; stop both on exit."""
-    from gateway import botproc
-
-    model = botproc.ensure_model()
-    endpoints = botproc.write_endpoints(ROOT / "var" / f"endpoints-{rasa_port}.yml", action_port, tracker_db)
-    actions = rasa = None
-    try:
-        actions = botproc.start_action_server(action_port, logs / "actions.log" if logs else None)
-        rasa = botproc.start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None)
-        print("starting the bot (Rasa loads TensorFlow and the model: about a minute)...", flush=True)
-        botproc.wait_http(f"http://127.0.0.1:{action_port}/health", 120, actions)
-        botproc.wait_http(f"http://127.0.0.1:{rasa_port}/", 300, rasa)
-        yield f"http://127.0.0.1:{rasa_port}"
-    finally:
-        botproc.stop(rasa)
-        botproc.stop(actions)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

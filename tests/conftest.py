@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import ROUTER, create_app
-from gateway.cli import bot_servers, free_port
+from gateway.botproc import bot_servers, free_port
 from gateway.config import ROOT, Settings
 from gateway.logs import RUNNER_OPTIONS
 from gateway.schema import migrate

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from channels.sms.models import SmsRecord
 from common.china_time import CHINA_TZ as TZ
 from gateway.app import OUTBOX
-from gateway.cli import free_port
+from gateway.botproc import free_port
 from gateway.events_api import SURVEYS
 from handoff.models import Revisit, Survey, WorkOrder
 from handoff.survey import SurveyService

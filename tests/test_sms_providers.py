@@ -43,7 +43,7 @@ async def test_alibaba_send_is_signed_and_returns_the_biz_id() -> None:
 
 
 async def test_alibaba_unreachable_is_retried() -> None:
-    from gateway.cli import free_port
+    from gateway.botproc import free_port
 
     result = await alibaba(f"http://127.0.0.1:{free_port()}").send("13800001234", "x", kind="reply", out_id="1-1")
     assert result.outcome == "retry"

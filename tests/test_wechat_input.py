@@ -18,7 +18,7 @@ from sqlalchemy import select
 from wechatpy.crypto import PrpCrypto
 
 from channels.wechat.models import WeChatToken
-from gateway.cli import free_port
+from gateway.botproc import free_port
 from gateway.logs import RedactingFilter
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX, UNREADABLE_TEXT
 from storage.conversations import Message
