@@ -21,7 +21,6 @@ from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
-from gateway.events_api import SURVEYS
 from gateway.http import json_error
 from gateway.intake import GatewayIntake
 from gateway.metrics import METRICS, Metrics
@@ -96,7 +95,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
         router.on_enqueued = worker.wake
         surveys = SurveyService(sessions, profile, on_enqueued=worker.wake, sign_name=settings.sms_sign_name,
                                 segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
-        app[SURVEYS] = surveys
         context = ChannelContext(GatewayIntake(router, answering), sessions, http, coordinator, settings, profile,
                                  outbox_max_attempts=worker.max_attempts)
         await web_channel.start(context)

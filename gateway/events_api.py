@@ -24,12 +24,15 @@ from sqlalchemy import select
 from common.text import mask_phone
 from gateway.api import authorised, unauthorised
 from gateway.http import json_error, read_limited
+from handoff.events import WorkOrderEvents
 from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
 from handoff.models import Survey, WorkOrder
 from handoff.notify import sign as signature
-from handoff.survey import LABELS, SurveyService
+from handoff.ratings import LABELS
+from handoff.survey import SurveyService
 
-SURVEYS = web.AppKey("events_surveys", SurveyService)
+SURVEYS = web.AppKey("surveys", SurveyService)
+EVENTS = web.AppKey("work_order_events", WorkOrderEvents)
 SECRET = web.AppKey("ticket_callback_secret", str)
 WINDOW = web.AppKey("ticket_callback_window_s", int)
 MAX_BODY = 16 * 1024
@@ -77,7 +80,7 @@ def parse_event(data: Any, *, need_number: bool) -> dict[str, Any]:
 
 async def _apply(request: web.Request, number: str, data: dict[str, Any], source: str) -> web.Response:
     try:
-        order, applied = await request.app[SURVEYS].record_event(
+        order, applied = await request.app[EVENTS].record(
             number, data["event"], note=data.get("note", ""), answer=data.get("answer", ""), days=data.get("days"),
             event_key=data.get("event_id"), source=source,
         )
@@ -149,6 +152,7 @@ async def get_survey(request: web.Request) -> web.Response:
 
 def setup_runtime(app: web.Application, surveys: SurveyService, secret: str, window_s: int) -> None:
     app[SURVEYS] = surveys
+    app[EVENTS] = WorkOrderEvents(surveys)
     app[SECRET] = secret
     app[WINDOW] = window_s
 

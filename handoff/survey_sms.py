@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.models import SmsOptOut, Survey
+from handoff.revisits import flag_revisit
 from handoff.survey import SurveyService
 from storage.outbox import OutboxItem
 
@@ -47,8 +48,8 @@ class SurveySmsPolicy:
                 update(Survey).where(Survey.id == sid, Survey.status == "queued").values(status="opted_out")
             )
             if result.rowcount == 1 and survey is not None:
-                await self.surveys.flag_revisit(session, f"optout:{sid}", "no_sms_survey", survey.work_order_id,
-                                                phone, "市民已退订回访短信，请人工回访")
+                await flag_revisit(session, f"optout:{sid}", "no_sms_survey", survey.work_order_id,
+                                   phone, "市民已退订回访短信，请人工回访")
             await session.commit()
         return "the number opted out of survey SMS"
 
@@ -65,8 +66,8 @@ class SurveySmsPolicy:
         if sid is not None:
             await self.surveys.mark_failed(session, sid, error)
         else:
-            await self.surveys.flag_revisit(session, f"outbox:{item.id}", "sms_failed", None, item.recipient,
-                                            f"短信未能发出：{error}"[:500])
+            await flag_revisit(session, f"outbox:{item.id}", "sms_failed", None, item.recipient,
+                               f"短信未能发出：{error}"[:500])
 
     async def undelivered(self, session: AsyncSession, record: Any, item: OutboxItem | None, error: str) -> None:
         """`record` is the channel's SmsRecord (its id and phone are used)."""
@@ -74,5 +75,5 @@ class SurveySmsPolicy:
         if sid is not None:
             await self.surveys.mark_failed(session, sid, error or "未送达")
         else:
-            await self.surveys.flag_revisit(session, f"sms:{record.id}", "sms_undelivered", None, record.phone,
-                                            f"短信未送达：{error}"[:500])
+            await flag_revisit(session, f"sms:{record.id}", "sms_undelivered", None, record.phone,
+                               f"短信未送达：{error}"[:500])
