@@ -4,8 +4,8 @@ conversations at a time.
 A channel that must acknowledge at once keeps the message (`Router.accept`), answers the provider,
 and submits the conversation here. A small fixed set of workers take conversations in the order they
 came and let the router answer them. A task per conversation would, under a burst, put fifty
-conversations' database steps in front of every later acknowledgement on the one event loop (ack p99
-0.4-0.6 s measured that way); with a few workers the loop stays free for acknowledgements, and
+conversations' database steps in front of every later acknowledgement on the one event loop; with
+a few workers the loop stays free for acknowledgements, and
 throughput is unchanged because the bot admits a few messages at a time anyway (`RasaClient`).
 
 A conversation still queued when the gateway stops is answered after the restart by

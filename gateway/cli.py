@@ -40,8 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def serve_gateway(settings: Settings, **options: Any) -> None:
-    """The gateway process as deployed: uvloop (the same asyncio API on libuv; a web turn cost 10-20 %
-    less CPU with it), the access log without query strings, and start-up objects frozen out of the
+    """The gateway process as deployed: uvloop (the same asyncio API on libuv, with less CPU
+    per turn), the access log without query strings, and start-up objects frozen out of the
     garbage collector once the app is up."""
     import uvloop
     from aiohttp import web
@@ -57,9 +57,9 @@ def serve_gateway(settings: Settings, **options: Any) -> None:
 
 async def _freeze_startup_objects(_app: object) -> None:
     """What start-up built (profiles, place and holiday tables, SQLAlchemy's mappers: ~150,000 objects)
-    lives as long as the process; a full collection walks all of it, 65-90 ms here with the event loop
-    stopped. Frozen, collections skip it (0 ms for the same collection). Once per process, so here
-    rather than in the app factory, which tests call for every gateway they start."""
+    lives as long as the process; a full collection would walk all of it with the event loop stopped.
+    Frozen, collections skip it. Once per process, so here rather than in the app factory, which
+    tests call for every gateway they start."""
     gc.collect()
     gc.freeze()
 

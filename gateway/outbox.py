@@ -1,6 +1,6 @@
 """The durable outbox: what must reach a provider is written with the change that caused it, then
 delivered by a worker with retries, so a provider outage or a restart delays a message but never
-loses it (see ../shared/reference/handoff.md, reliable delivery).
+loses it (the transactional outbox pattern).
 
 Several replicas may run workers on one database: an item is leased by a conditional UPDATE, so
 each attempt is made by one worker only, and a lease left by a crashed worker expires.
@@ -44,7 +44,7 @@ _EARLIER_UNSENT = exists().where(
     _earlier.status.in_(UNSENT),
 )
 # Due now, on a channel with a sender: built once with bind parameters, because the worker polls
-# while idle and building this statement cost more than running it (2.1 ms a poll).
+# while idle and building this statement cost more than running it.
 _DUE = and_(
     OutboxItem.channel.in_(bindparam("channels", expanding=True)),
     or_(

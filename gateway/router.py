@@ -262,8 +262,8 @@ class Router:
         if missing:
             created = session.scalars(insert(Conversation).returning(Conversation), missing)
             convs |= {(c.channel, c.sender_id): c for c in created}
-        # Plain rows into the table, not ORM objects: a burst of 50 cost 6 ms the ORM way, most of it
-        # building objects nobody reads (answering reads the messages again).
+        # Plain rows into the table, not ORM objects: in a burst, building objects nobody reads was most
+        # of the cost (answering reads the messages again).
         session.execute(insert(Message.__table__), [self._inbound_values(convs[(m.channel, m.sender_id)], m) for m in msgs])
         return [convs[(m.channel, m.sender_id)] for m in msgs]
 

@@ -36,7 +36,7 @@ class WorkOrder(Base):
     dispatch_due_at: Mapped[dt.datetime]
     due_at: Mapped[dt.datetime]
     limit_working_days: Mapped[int] = mapped_column(Integer)
-    # Jurisdiction rules (issue 3): 诉求人要求保密, ID number where a rule demands real name,
+    # Jurisdiction rules: 诉求人要求保密, ID number where a rule demands real name,
     # why the order is urgent, how often the same matter came back, and the order it was attached to.
     confidential: Mapped[bool] = mapped_column(Boolean, default=False)
     contact_id_number: Mapped[str | None] = mapped_column(String(32), default=None)

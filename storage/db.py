@@ -31,7 +31,7 @@ def make_engine(url: str) -> AsyncEngine:
 
 def _sqlite_wal(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
     """Write-ahead log: readers never block the writer and a commit costs one fsync of the log
-    instead of journal + database (about 3x faster here; synchronous stays FULL, so still durable)."""
+    instead of journal + database (synchronous stays FULL, so still durable)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
@@ -53,8 +53,8 @@ class UnitOfWork:
     """Runs a function of a (sync) Session as one transaction: committed when it returns, rolled
     back when it raises.
 
-    Why: on aiosqlite every statement is about four round trips to the driver's thread (0.8 ms with
-    the ORM, for 0.03 ms of SQL), so a turn's two transactions cost 7 ms. On a SQLite file the whole
+    Why: on aiosqlite every statement is several round trips to the driver's thread, which cost far
+    more than the SQL itself. On a SQLite file the whole
     function runs in one hop on a thread of its own with the standard driver, and its transactions
     never wait for each other's locks there. On a server database (PostgreSQL) the same function
     runs in an AsyncSession through `run_sync`: one code path, written once as plain ORM code.

@@ -13,7 +13,7 @@ from storage.base import Base, utcnow
 
 class InboxKey(Base):
     """One row per provider callback item or ticket event already taken: callbacks are at-least-once,
-    so a unique (source, key) makes a repeated push a no-op (../shared/reference/handoff.md §3.3)."""
+    so a unique (source, key) makes a repeated push a no-op."""
 
     __tablename__ = "inbox_keys"
     __table_args__ = (UniqueConstraint("source", "key"),)

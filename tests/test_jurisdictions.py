@@ -1,7 +1,7 @@
 """The five regulations as profiles, shown table by table with the articles that demand each rule.
 
-The expectations below are written from the documents in ../shared/seeds, not read back from the
-YAML files, so a profile that drifts from its regulation fails here. Citizen texts for screening,
+The expectations below are written from the regulations themselves (named with their articles in
+each profile's `document`), not read back from the YAML files, so a profile that drifts from its regulation fails here. Citizen texts for screening,
 urgency and real-name rules come from tests/data/profile_cases/<profile>.yml.
 """
 

@@ -1,4 +1,4 @@
-"""WeChat's push protocol against the official test vectors (../shared/reference/channels.md §3)
+"""WeChat's push protocol against the official test vectors (WeChat's 消息加解密 documentation)
 and wechatpy's own: signatures, secure mode in JSON and XML, compatible mode, the encrypted reply."""
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Providers differ in signing, templates and callback shapes; those stay in their modules. Here:
 the result type, phone-number normalisation and the 70-character segment rule
-(../shared/reference/channels.md §5: signature 【…】 + text ≤ 70 is one SMS; longer is billed per 67).
+(the carriers' rule both providers document: signature 【…】 + text ≤ 70 characters is one SMS;
+a longer one is split and billed per 67).
 """
 
 from __future__ import annotations

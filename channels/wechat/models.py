@@ -11,7 +11,7 @@ from storage.base import Base, utcnow
 
 
 class WeChatToken(Base):
-    """A WeChat app's access token, shared by all replicas when there is no Redis (issue 4)."""
+    """A WeChat app's access token, shared by all replicas when there is no Redis."""
 
     __tablename__ = "wechat_tokens"
 
