@@ -18,7 +18,7 @@ import datetime as dt
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 NAME = "sms"
 MAX_ITEMS = 100  # per push; providers batch, but not thousands
+Parse = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def make_provider(settings: Settings) -> SmsProvider:
@@ -246,10 +248,10 @@ class SmsChannel:
         return False  # replies produced later go through the outbox
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/sms/alibaba/up", self.alibaba_up)
-        app.router.add_post("/sms/alibaba/report", self.alibaba_report)
-        app.router.add_post("/sms/tencent/reply", self.tencent_reply)
-        app.router.add_post("/sms/tencent/status", self.tencent_status)
+        app.router.add_post("/sms/alibaba/up", self._uplinks(alibaba.NAME, alibaba.parse_up, alibaba.ACK))
+        app.router.add_post("/sms/alibaba/report", self._reports(alibaba.NAME, alibaba.parse_report, alibaba.ACK))
+        app.router.add_post("/sms/tencent/reply", self._uplinks(tencent.NAME, tencent.parse_reply, tencent.ACK))
+        app.router.add_post("/sms/tencent/status", self._reports(tencent.NAME, tencent.parse_status, tencent.ACK))
 
     # -- inbound ---------------------------------------------------------------------------------
 
@@ -338,28 +340,28 @@ class SmsChannel:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise json_error_exception(web.HTTPBadRequest, f"body is not valid UTF-8 JSON: {exc}") from exc
 
-    async def alibaba_up(self, request: web.Request) -> web.Response:
-        for item in _items(await self._read_json(request), alibaba.parse_up):
-            await self.uplink(alibaba.NAME, item["phone"], item["text"], item["key"])
-        return web.json_response(alibaba.ACK)
+    def _uplinks(self, provider: str, parse: Parse, ack: dict[str, Any]) -> Handler:
+        """A provider's uplink callback: each citizen SMS in the push goes to `uplink`."""
 
-    async def alibaba_report(self, request: web.Request) -> web.Response:
-        for item in _items(await self._read_json(request), alibaba.parse_report):
-            await self.report(alibaba.NAME, item["provider_id"], item["ok"], item["error"], item["key"])
-        return web.json_response(alibaba.ACK)
+        async def handler(request: web.Request) -> web.Response:
+            for item in _items(await self._read_json(request), parse):  # Tencent documents one object; arrays too
+                await self.uplink(provider, item["phone"], item["text"], item["key"])
+            return web.json_response(ack)
 
-    async def tencent_reply(self, request: web.Request) -> web.Response:
-        for item in _items(await self._read_json(request), tencent.parse_reply):  # documented as one object; arrays too
-            await self.uplink(tencent.NAME, item["phone"], item["text"], item["key"])
-        return web.json_response(tencent.ACK)
+        return handler
 
-    async def tencent_status(self, request: web.Request) -> web.Response:
-        for item in _items(await self._read_json(request), tencent.parse_status):
-            await self.report(tencent.NAME, item["provider_id"], item["ok"], item["error"], item["key"])
-        return web.json_response(tencent.ACK)
+    def _reports(self, provider: str, parse: Parse, ack: dict[str, Any]) -> Handler:
+        """A provider's delivery-report callback: each report in the push goes to `report`."""
+
+        async def handler(request: web.Request) -> web.Response:
+            for item in _items(await self._read_json(request), parse):
+                await self.report(provider, item["provider_id"], item["ok"], item["error"], item["key"])
+            return web.json_response(ack)
+
+        return handler
 
 
-def _items(data: Any, parse: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
+def _items(data: Any, parse: Parse) -> list[dict[str, Any]]:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data or len(data) > MAX_ITEMS:
