@@ -25,7 +25,7 @@ from profiles import load as load_profile
 from storage.conversations import Conversation, Message
 from storage.db import make_engine, make_sessions
 from storage.outbox import OutboxItem
-from tests.test_outbox import ScriptedProvider, replies
+from tests.outbox_stand_ins import ScriptedProvider, replies
 from tests.wechat_api_server import SlowBot
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")
