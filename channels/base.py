@@ -79,7 +79,8 @@ class Channel(Protocol):
         ...
 
     def outbox_channels(self) -> set[str]:
-        """Conversation channels whose replies leave through the outbox rather than the HTTP response."""
+        """Conversation channels whose replies leave through the outbox rather than the HTTP response;
+        known from configuration, before start (the app gives them to the router it builds)."""
         ...
 
     async def push(self, channel: str, sender_id: str, replies: list[Reply]) -> bool:

@@ -78,6 +78,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
         transact = UnitOfWork(sessions)
         http = aiohttp.ClientSession()
         coordinator = make_coordinator(settings.redis_url)
+        app[SENDERS] = senders = {}
+        worker = OutboxWorker(sessions, senders, transact=transact, metrics=metrics)
+        app[OUTBOX] = worker
         router = Router(
             sessions,
             RasaClient(settings.rasa_url, http, settings.bot_timeout_s, settings.bot_concurrency),
@@ -86,13 +89,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
             max_text_chars=settings.max_text_chars,
             transact=transact,
             metrics=metrics,
+            outbox_channels=set().union(*(channel.outbox_channels() for channel in channels)),
+            notify=_push_through(channels),
+            on_enqueued=worker.wake,
         )
         app[ROUTER] = router
-        app[SENDERS] = senders = {}
         answering = Answering(router, settings.answer_concurrency)
-        worker = OutboxWorker(sessions, senders, transact=transact, metrics=metrics)
-        app[OUTBOX] = worker
-        router.on_enqueued = worker.wake
         surveys = SurveyService(sessions, profile, on_enqueued=worker.wake, sign_name=settings.sms_sign_name,
                                 segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
         context = ChannelContext(GatewayIntake(router, answering), sessions, http, coordinator, settings, profile,
@@ -102,8 +104,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
         await sms.start(context, policy=SurveySmsPolicy(surveys))
         for channel in channels:
             senders.update(channel.senders())
-            router.outbox_channels |= channel.outbox_channels()
-        router.notify = _push_through(channels)
         webhook_http = None
         if settings.ticket_webhook_url:
             webhook_http = aiohttp.ClientSession()

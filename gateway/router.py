@@ -13,7 +13,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Select, bindparam, insert, select, update
@@ -113,7 +113,13 @@ class Router:
         max_text_chars: int = 2000,
         transact: UnitOfWork | None = None,
         metrics: Metrics | None = None,
+        outbox_channels: Iterable[str] = (),
+        notify: Notify | None = None,
+        on_enqueued: Callable[[], None] | None = None,
     ) -> None:
+        """`outbox_channels`: channels that answer later through the outbox (WeChat, SMS) rather than
+        in the HTTP response; `notify`: pushes replies produced later (the web page's WebSocket);
+        `on_enqueued`: wakes the outbox worker after a commit that queued replies."""
         self.sessions = sessions
         self.bot = bot
         self.coordinator = coordinator
@@ -124,10 +130,9 @@ class Router:
         # A turn's two transactions, each in one hop off the loop; the app shares its own with the outbox.
         self._owns_transact = transact is None
         self.transact = transact or UnitOfWork(sessions)
-        self.notify: Notify | None = None  # set by channels that can push (WebSocket)
-        # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
-        self.outbox_channels: set[str] = set()
-        self.on_enqueued: Callable[[], None] | None = None  # wakes the outbox worker after a commit
+        self.notify = notify
+        self.outbox_channels: set[str] = set(outbox_channels)
+        self.on_enqueued = on_enqueued
         self._with_open_query = _conversation_with_open_query()
         self._accepting: list[tuple[InboundMessage, asyncio.Future[Conversation | None]]] = []
         self._accept_writer: asyncio.Task[None] | None = None

@@ -5,7 +5,7 @@ SMS that cannot be sent or delivered sends a person to phone the citizen instead
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,13 @@ from handoff.models import SmsOptOut, Survey
 from handoff.revisits import flag_revisit
 from handoff.survey import SurveyService
 from storage.outbox import OutboxItem
+
+
+class DeliveryRecord(Protocol):
+    """The SMS channel's record of one segment, as far as the survey needs it."""
+
+    id: int
+    phone: str
 
 
 def survey_id(body: dict[str, Any] | None) -> int | None:
@@ -69,8 +76,9 @@ class SurveySmsPolicy:
             await flag_revisit(session, f"outbox:{item.id}", "sms_failed", None, item.recipient,
                                f"短信未能发出：{error}"[:500])
 
-    async def undelivered(self, session: AsyncSession, record: Any, item: OutboxItem | None, error: str) -> None:
-        """`record` is the channel's SmsRecord (its id and phone are used)."""
+    async def undelivered(
+        self, session: AsyncSession, record: DeliveryRecord, item: OutboxItem | None, error: str
+    ) -> None:
         sid = survey_id(item.body if item is not None else None)
         if sid is not None:
             await self.surveys.mark_failed(session, sid, error or "未送达")
