@@ -110,18 +110,19 @@ def create_app(settings: Settings | None = None) -> web.Application:
             senders[TICKET_WEBHOOK] = TicketWebhookSender(webhook_http, settings.ticket_callback_secret)
         api.setup_runtime(app, sessions, settings.api_token)
         events_api.setup_runtime(app, surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
+        survey_timers = asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s))
         tasks = [
-            asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s)),
             asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
         ]
         yield
         await answering.close()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for batch in (tasks, [survey_timers]):  # survey timers last: a pass under way gets longer to finish
+            for task in batch:
+                task.cancel()
+            for task in batch:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for channel in channels:
             await channel.stop()
         if webhook_http is not None:
