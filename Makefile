@@ -10,7 +10,8 @@ bootstrap:
 	bash scripts/bootstrap.sh
 
 lint:
-	.venv/bin/ruff check gateway channels handoff profiles bot tests bench scripts
+	.venv/bin/ruff check common storage gateway channels handoff profiles bot tests bench scripts
+	.venv/bin/lint-imports
 
 bench: bootstrap
 	.venv/bin/python -m bench.web_latency

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.cli import free_port
+from gateway.botproc import free_port
 
 
 def available() -> bool:

@@ -30,14 +30,16 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import func, insert, select
 
 from bench.postgres import postgres
-from channels.sms import RUNTIME
 from gateway.app import OUTBOX, create_app
-from gateway.cli import free_port
+from gateway.botproc import free_port
 from gateway.config import Settings
-from gateway.db import make_engine, make_sessions, migrate
-from gateway.models import Survey, WorkOrder, WorkOrderEvent, utcnow
+from gateway.events_api import SURVEYS
+from gateway.schema import migrate
+from handoff.models import Survey, WorkOrder, WorkOrderEvent
 from handoff.survey import SurveyService
 from profiles import load
+from storage.base import utcnow
+from storage.db import make_engine, make_sessions
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, AlibabaServer
 
 
@@ -98,7 +100,7 @@ async def callbacks(n: int, concurrency: int = 20, wal: bool = False) -> dict[st
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     app = server.app
-    service: SurveyService = app[RUNTIME].surveys  # type: ignore[attr-defined]
+    service: SurveyService = app[SURVEYS]
     base = f"http://127.0.0.1:{server.port}"
     now = utcnow()
     await seed(settings.database_url, n, now)

@@ -38,7 +38,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.postgres import postgres
-from gateway.cli import bot_servers, free_port
+from gateway.botproc import bot_servers, free_port
 from gateway.config import ROOT
 
 TOKEN = "bench-token"

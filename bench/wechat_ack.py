@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from bench.postgres import postgres
-from gateway.cli import free_port
+from gateway.botproc import free_port
 from gateway.config import ROOT
 from tests.wechat_api_server import MINI, SlowBot, WeChatAPIServer, WeChatUser, apps_setting, signed_push
 

@@ -20,11 +20,11 @@ import phonenumbers
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError
 
+from common.china_time import CHINA_TZ
+from common.text import mask_phone, matched_keyword, normalize  # noqa: F401 - shared with the gateway
 from profiles import Profile
 
 jieba.setLogLevel(60)
-
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 
 # Words that make a jieba token part of an address; the tagger alone misses 路/小区/门口 compounds.
 _PLACE_SUFFIXES = (
@@ -56,11 +56,6 @@ class TimeFact:
         return f"{self.text}（{self.start:%Y-%m-%d %H:%M}）"
 
 
-def normalize(text: str) -> str:
-    """NFKC folds full-width digits and letters, which citizens' phones often produce."""
-    return unicodedata.normalize("NFKC", text or "").strip()
-
-
 def has_content(text: str) -> bool:
     """True when the text has at least one letter, digit or CJK character (not only emoji/punctuation)."""
     return any(unicodedata.category(ch)[0] in ("L", "N") for ch in normalize(text))
@@ -86,16 +81,6 @@ def extract_phone(text: str) -> str | None:
                 area = phonenumbers.length_of_geographical_area_code(number) or 3
                 return f"0{nsn[:area]}-{nsn[area:]}"
     return None
-
-
-def mask_phone(phone: str | None) -> str:
-    """138****5678: enough for a citizen to recognise their number, not enough to call it."""
-    if not phone:
-        return ""
-    digits = re.sub(r"\D", "", phone)
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}****{digits[-4:]}"
 
 
 def extract_time(text: str, now: dt.datetime | None = None) -> TimeFact | None:
@@ -265,12 +250,6 @@ def mask_id_number(value: str | None) -> str:
 
 def declines(text: str) -> bool:
     return any(w in normalize(text) for w in DECLINE_WORDS)
-
-
-def matched_keyword(text: str, keywords: tuple[str, ...]) -> str | None:
-    """The first profile keyword in the text (case-insensitive for Latin letters)."""
-    text = normalize(text).lower()
-    return next((k for k in keywords if k.lower() in text), None)
 
 
 _ORDER_NUMBER = re.compile(r"(?<![A-Za-z])([A-Za-z]{2})\s*(\d{14})(?!\d)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from bot.facts import normalize
+from common.text import similarity
 
 MIN_SIMILARITY = 0.22
 
@@ -25,17 +26,6 @@ class Entry:
     keywords: tuple[str, ...]
     answer: str
     source: str
-
-
-def _bigrams(text: str) -> set[str]:
-    chars = [c for c in normalize(text) if c.isalnum()]
-    return {a + b for a, b in zip(chars, chars[1:], strict=False)} or set(chars)
-
-
-def similarity(a: str, b: str) -> float:
-    """Dice coefficient of character bigrams: robust to jieba's segmentation and to typos."""
-    x, y = _bigrams(a), _bigrams(b)
-    return 2 * len(x & y) / (len(x) + len(y)) if x and y else 0.0
 
 
 @lru_cache(maxsize=8)

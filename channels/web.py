@@ -11,14 +11,16 @@ import json
 import logging
 import re
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from channels.base import InboundMessage, Reply
-from gateway.http import read_limited
-from gateway.router import Router
+from channels.base import ChannelContext, Intake
+from common.messages import InboundMessage, Reply
+from gateway.http import json_error, read_limited
+from storage.outbox import Sender
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,10 @@ STATIC = Path(__file__).resolve().parent / "web_static"
 ALLOWED_FIELDS = {"sender", "message", "metadata", "message_id", "input_channel"}
 SENDER_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 EMPTY_TEXT = "请输入您要反映的内容，例如发生了什么事、在什么地方。"
-ROUTER = web.AppKey("web_router", Router)
-SOCKETS = web.AppKey("web_sockets", dict)
-MAX_BODY = web.AppKey("max_body_bytes", int)
 
 
 class BadRequest(ValueError):
     """Client error with a message a developer can act on."""
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def parse_rest_body(raw: bytes) -> InboundMessage:
@@ -65,92 +60,105 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
     return InboundMessage(channel=NAME, sender_id=sender, text=message.strip(), message_id=message_id)
 
 
-async def handle_message(router: Router, msg: InboundMessage) -> list[Reply]:
-    if not msg.text:
-        return [Reply(EMPTY_TEXT)]
-    return await router.handle(msg)
-
-
-async def rest_webhook(request: web.Request) -> web.Response:
-    try:
-        msg = parse_rest_body(await read_limited(request, request.app[MAX_BODY]))
-    except BadRequest as exc:
-        return _error(400, str(exc))
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"body larger than {request.app[MAX_BODY]} bytes")
-    replies = await handle_message(request.app[ROUTER], msg)
-    return web.json_response([r.as_rest(msg.sender_id) for r in replies])
+def _frame(reply: Reply) -> dict[str, Any]:
+    return {"type": "reply", "text": reply.text, "buttons": [dict(b) for b in reply.buttons]}
 
 
 async def rest_health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _frame(reply: Reply) -> dict[str, Any]:
-    return {"type": "reply", "text": reply.text, "buttons": [dict(b) for b in reply.buttons]}
-
-
-async def websocket(request: web.Request) -> web.WebSocketResponse:
-    sender = request.query.get("sender", "")
-    if not SENDER_RE.match(sender):
-        raise web.HTTPBadRequest(text="sender query parameter required (1-128 letters, digits or _.:@-)")
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=request.app[MAX_BODY])
-    await ws.prepare(request)
-    sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = request.app[SOCKETS]
-    sockets.setdefault(sender, weakref.WeakSet()).add(ws)
-    try:
-        async for frame in ws:
-            if frame.type != WSMsgType.TEXT:
-                continue
-            try:
-                data = json.loads(frame.data)
-                if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
-                    raise BadRequest("frame must be an object with a string 'text'")
-                message_id = data.get("message_id")
-                if message_id is not None and not isinstance(message_id, str):
-                    raise BadRequest("message_id must be a string")
-            except (json.JSONDecodeError, BadRequest) as exc:
-                await ws.send_json({"type": "error", "error": str(exc)})
-                continue
-            msg = InboundMessage(NAME, sender, data.get("text", "").strip(), message_id=message_id)
-            for reply in await handle_message(request.app[ROUTER], msg):
-                await ws.send_json(_frame(reply))
-            await ws.send_json({"type": "done", "message_id": message_id})
-    finally:
-        sockets.get(sender, weakref.WeakSet()).discard(ws)
-    return ws
-
-
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-def make_notifier(app: web.Application):  # noqa: ANN201 - returns Router.notify's callable type
-    """Push replies produced later (the bot came back) to the citizen's open page, if any."""
+class WebChannel:
+    """The chat page and Rasa's REST webhook: answered in the response, and pushed to the open page
+    when the answer comes later (the bot was down)."""
 
-    async def notify(channel: str, sender: str, replies: list[Reply]) -> bool:
+    name = NAME
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self._intake: Intake | None = None
+        self._sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
+
+    @property
+    def intake(self) -> Intake:
+        assert self._intake is not None, "the web channel is used before the app started it"
+        return self._intake
+
+    async def start(self, context: ChannelContext) -> None:
+        self._intake = context.intake
+
+    async def stop(self) -> None:
+        return None
+
+    def senders(self) -> Mapping[str, Sender]:
+        return {}
+
+    def outbox_channels(self) -> set[str]:
+        return set()
+
+    async def handle_message(self, msg: InboundMessage) -> list[Reply]:
+        if not msg.text:
+            return [Reply(EMPTY_TEXT)]
+        return await self.intake.handle(msg)
+
+    async def rest_webhook(self, request: web.Request) -> web.Response:
+        try:
+            msg = parse_rest_body(await read_limited(request, self.max_body))
+        except BadRequest as exc:
+            return json_error(400, str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, f"body larger than {self.max_body} bytes")
+        replies = await self.handle_message(msg)
+        return web.json_response([r.as_rest(msg.sender_id) for r in replies])
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        sender = request.query.get("sender", "")
+        if not SENDER_RE.match(sender):
+            raise web.HTTPBadRequest(text="sender query parameter required (1-128 letters, digits or _.:@-)")
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.max_body)
+        await ws.prepare(request)
+        self._sockets.setdefault(sender, weakref.WeakSet()).add(ws)
+        try:
+            async for frame in ws:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(frame.data)
+                    if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
+                        raise BadRequest("frame must be an object with a string 'text'")
+                    message_id = data.get("message_id")
+                    if message_id is not None and not isinstance(message_id, str):
+                        raise BadRequest("message_id must be a string")
+                except (json.JSONDecodeError, BadRequest) as exc:
+                    await ws.send_json({"type": "error", "error": str(exc)})
+                    continue
+                msg = InboundMessage(NAME, sender, data.get("text", "").strip(), message_id=message_id)
+                for reply in await self.handle_message(msg):
+                    await ws.send_json(_frame(reply))
+                await ws.send_json({"type": "done", "message_id": message_id})
+        finally:
+            self._sockets.get(sender, weakref.WeakSet()).discard(ws)
+        return ws
+
+    async def push(self, channel: str, sender_id: str, replies: list[Reply]) -> bool:
+        """Replies produced later (the bot came back) go to the citizen's open page, if any."""
         if channel != NAME:
             return False
         sent = False
-        for ws in list(app[SOCKETS].get(sender, ())):
+        for ws in list(self._sockets.get(sender_id, ())):
             if not ws.closed:
                 for reply in replies:
                     await ws.send_json(_frame(reply))
                 sent = True
         return sent
 
-    return notify
-
-
-def setup_runtime(app: web.Application, router: Router) -> None:
-    app[ROUTER] = router
-    app[SOCKETS] = {}
-    router.notify = make_notifier(app)
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC)
-    app.router.add_get("/webhooks/rest/", rest_health)
-    app.router.add_post("/webhooks/rest/webhook", rest_webhook)
-    app.router.add_get("/ws", websocket)
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", index)
+        app.router.add_static("/static/", STATIC)
+        app.router.add_get("/webhooks/rest/", rest_health)
+        app.router.add_post("/webhooks/rest/webhook", self.rest_webhook)
+        app.router.add_get("/ws", self.websocket)

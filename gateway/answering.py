@@ -4,8 +4,8 @@ conversations at a time.
 A channel that must acknowledge at once keeps the message (`Router.accept`), answers the provider,
 and submits the conversation here. A small fixed set of workers take conversations in the order they
 came and let the router answer them. A task per conversation would, under a burst, put fifty
-conversations' database steps in front of every later acknowledgement on the one event loop (ack p99
-0.4-0.6 s measured that way); with a few workers the loop stays free for acknowledgements, and
+conversations' database steps in front of every later acknowledgement on the one event loop; with
+a few workers the loop stays free for acknowledgements, and
 throughput is unchanged because the bot admits a few messages at a time anyway (`RasaClient`).
 
 A conversation still queued when the gateway stops is answered after the restart by
@@ -17,14 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from gateway.models import Conversation
+from common.messages import Prepare
 from gateway.router import Router
+from storage.conversations import Conversation
 
 log = logging.getLogger(__name__)
 
-Prepare = Callable[[], Awaitable[None]]
 ACK_PRIORITY_S = 0.5  # how long answering waits for a burst of acknowledgements to finish first
 
 

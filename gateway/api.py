@@ -9,9 +9,11 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.http import json_error
 from gateway.metrics import METRICS
-from gateway.models import Media, WorkOrder
+from handoff.models import WorkOrder
 from handoff.workorders import get_by_number
+from storage.media import Media
 
 SESSIONS = web.AppKey("api_sessions", async_sessionmaker[AsyncSession])
 TOKEN = web.AppKey("api_token", str)
@@ -25,7 +27,9 @@ def authorised(request: web.Request) -> bool:
 
 def unauthorised() -> web.Response:
     """The one 401 every bearer-token route answers (handling units, events, surveys, metrics)."""
-    return web.json_response({"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+    response = json_error(401, "missing or wrong bearer token")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def work_order_json(order: WorkOrder) -> dict[str, Any]:
@@ -54,7 +58,7 @@ async def get_ticket(request: web.Request) -> web.Response:
         return unauthorised()
     order = await get_by_number(request.app[SESSIONS], request.match_info["number"])
     if order is None:
-        return web.json_response({"error": "no such work order"}, status=404)
+        return json_error(404, "no such work order")
     return web.json_response(work_order_json(order))
 
 
@@ -66,7 +70,7 @@ async def get_media(request: web.Request) -> web.Response:
         media = await session.scalar(select(Media).where(
             Media.channel == request.match_info["channel"], Media.media_id == request.match_info["media_id"]))
     if media is None:
-        return web.json_response({"error": "no such media (not fetched yet, or expired before it was)"}, status=404)
+        return json_error(404, "no such media (not fetched yet, or expired before it was)")
     return web.Response(body=media.data, content_type=media.content_type,
                         headers={"X-Content-SHA256": media.sha256, "Cache-Control": "private, no-store"})
 

@@ -5,24 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from channels import sms as sms_channel
-from channels import web as web_channel
-from channels import wechat as wechat_channel
+from channels.base import Channel, ChannelContext
+from channels.sms import SmsChannel
+from channels.web import WebChannel
+from channels.wechat import WeChatChannel
+from common.messages import Reply
 from gateway import api, events_api
 from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
 from gateway.coordination import make_coordinator
-from gateway.db import UnitOfWork, make_engine, make_sessions, migrate
+from gateway.http import json_error
+from gateway.intake import GatewayIntake
 from gateway.metrics import METRICS, Metrics
 from gateway.outbox import SENDERS, OutboxWorker
-from gateway.router import Router
+from gateway.policies import HeldReplyFallback
+from gateway.router import Notify, Router
+from gateway.schema import migrate
+from handoff.notify import CHANNEL as TICKET_WEBHOOK
+from handoff.notify import TicketWebhookSender
+from handoff.survey import SurveyService
+from handoff.survey_sms import SurveySmsPolicy
 from profiles import load as load_profile
+from storage.db import UnitOfWork, make_engine, make_sessions
 
 log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
@@ -39,7 +50,7 @@ async def errors_middleware(request: web.Request, handler):  # noqa: ANN001, ANN
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return web.json_response({"error": "internal error; the message was kept and will be retried"}, status=503)
+        return json_error(503, "internal error; the message was kept and will be retried")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -50,11 +61,15 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings.from_env()
     profile = load_profile(settings.profile)
+    if settings.ticket_webhook_url and not settings.ticket_callback_secret:
+        raise ValueError("HOTLINE_TICKET_WEBHOOK_URL needs HOTLINE_TICKET_CALLBACK_SECRET to sign with")
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
     app[METRICS] = metrics = Metrics()
-    app[web_channel.MAX_BODY] = settings.max_body_bytes
-    wechat_channel.configure(app, settings)
+    web_channel = WebChannel(settings.max_body_bytes)
+    wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
+    sms = SmsChannel(settings)
+    channels: tuple[Channel, ...] = (web_channel, wechat, sms)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await migrate(settings.database_url)
@@ -63,6 +78,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
         transact = UnitOfWork(sessions)
         http = aiohttp.ClientSession()
         coordinator = make_coordinator(settings.redis_url)
+        app[SENDERS] = senders = {}
+        worker = OutboxWorker(sessions, senders, transact=transact, metrics=metrics)
+        app[OUTBOX] = worker
         router = Router(
             sessions,
             RasaClient(settings.rasa_url, http, settings.bot_timeout_s, settings.bot_concurrency),
@@ -71,45 +89,83 @@ def create_app(settings: Settings | None = None) -> web.Application:
             max_text_chars=settings.max_text_chars,
             transact=transact,
             metrics=metrics,
+            outbox_channels=set().union(*(channel.outbox_channels() for channel in channels)),
+            notify=_push_through(channels),
+            on_enqueued=worker.wake,
         )
         app[ROUTER] = router
-        app[SENDERS] = {}
         answering = Answering(router, settings.answer_concurrency)
-        web_channel.setup_runtime(app, router)
-        wechat_channel.setup_runtime(app, router, answering, sessions, http, settings)
+        surveys = SurveyService(sessions, profile, on_enqueued=worker.wake, sign_name=settings.sms_sign_name,
+                                segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
+        context = ChannelContext(GatewayIntake(router, answering), sessions, http, coordinator, settings, profile,
+                                 outbox_max_attempts=worker.max_attempts)
+        await web_channel.start(context)
+        await wechat.start(context, undeliverable=HeldReplyFallback(sessions, profile))
+        await sms.start(context, policy=SurveySmsPolicy(surveys))
+        for channel in channels:
+            senders.update(channel.senders())
+        webhook_http = None
+        if settings.ticket_webhook_url:
+            webhook_http = aiohttp.ClientSession()
+            senders[TICKET_WEBHOOK] = TicketWebhookSender(webhook_http, settings.ticket_callback_secret)
         api.setup_runtime(app, sessions, settings.api_token)
-        worker = OutboxWorker(sessions, app[SENDERS], transact=transact, metrics=metrics)
-        app[OUTBOX] = worker
-        router.on_enqueued = worker.wake
-        sms = sms_channel.setup_runtime(app, router, answering, settings, outbox_max_attempts=worker.max_attempts,
-                                        on_enqueued=worker.wake)
-        events_api.setup_runtime(app, sms.surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
+        events_api.setup_runtime(app, surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
+        survey_timers = asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s))
         tasks = [
             asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
         ]
         yield
         await answering.close()
-        await wechat_channel.shutdown(app)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await sms.close()
+        for batch in (tasks, [survey_timers]):  # survey timers last: a pass under way gets longer to finish
+            for task in batch:
+                task.cancel()
+            for task in batch:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for channel in channels:
+            await channel.stop()
+        if webhook_http is not None:
+            await webhook_http.close()
         await http.close()
         await coordinator.close()
         transact.close()
         await engine.dispose()
 
     app.cleanup_ctx.append(resources)
-    web_channel.add_routes(app)
-    wechat_channel.add_routes(app)
+    for channel in channels:
+        channel.add_routes(app)
     api.add_routes(app)
-    sms_channel.add_routes(app)
     events_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def _push_through(channels: tuple[Channel, ...]) -> Notify:
+    """Replies produced later (the bot came back) go to whichever channel can push them now."""
+
+    async def notify(channel: str, sender_id: str, replies: list[Reply]) -> bool:
+        for candidate in channels:
+            if await candidate.push(channel, sender_id, replies):
+                return True
+        return False
+
+    return notify
+
+
+async def _survey_loop(surveys: SurveyService, interval_s: float) -> None:
+    """Survey timers (send what is due, default what expired, flag what is overdue) on every replica."""
+    while True:
+        try:
+            counts = await surveys.tick()
+            if any(counts.values()):
+                log.info("surveys: %d sent, %d defaulted, %d overdue", counts["sent"], counts["defaulted"],
+                         counts["overdue"])
+        except Exception as exc:  # no traceback text: SQL errors would carry parameters (phone numbers)
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            log.error("survey pass failed (%s at %s:%s); will try again", type(exc).__name__,
+                      where.filename if where else "?", where.lineno if where else "?")
+        await asyncio.sleep(interval_s)
 
 
 async def _retry_loop(router: Router, interval_s: float) -> None:

@@ -1,8 +1,8 @@
 """Talk to the Rasa server over its REST channel (the bot runs in its own Python 3.10 process).
 
 Messages enter Rasa through a first-come-first-served gate of a few at a time. Rasa runs NLU and
-policies on one event loop; fifty requests at once do not make it faster (it served 5.0 msg/s at
-50 concurrent against 7.9 at 1) and it answers them in no particular order, so the slowest wait far
+policies on one event loop; fifty requests at once do not make it faster (it serves fewer
+messages a second under concurrency than one at a time) and it answers them in no particular order, so the slowest wait far
 longer than their place in the queue. Admitted in order, a message waits for those ahead of it
 only, and Rasa's memory stays bounded under a burst.
 """

@@ -6,14 +6,17 @@ train only when the training data or the bot's configuration changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.config import ROOT
@@ -148,6 +151,32 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now, for the bot's processes and test servers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def bot_servers(rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None) -> Iterator[str]:
+    """Start the action server and the Rasa server on loopback; stop both on exit (`hotline run`,
+    `hotline classify` and the test suite)."""
+    model = ensure_model()
+    endpoints = write_endpoints(ROOT / "var" / f"endpoints-{rasa_port}.yml", action_port, tracker_db)
+    actions = rasa = None
+    try:
+        actions = start_action_server(action_port, logs / "actions.log" if logs else None)
+        rasa = start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None)
+        print("starting the bot (Rasa loads TensorFlow and the model: about a minute)...", flush=True)
+        wait_http(f"http://127.0.0.1:{action_port}/health", 120, actions)
+        wait_http(f"http://127.0.0.1:{rasa_port}/", 300, rasa)
+        yield f"http://127.0.0.1:{rasa_port}"
+    finally:
+        stop(rasa)
+        stop(actions)
 
 
 if __name__ == "__main__":  # `python -m gateway.botproc` trains the model if needed

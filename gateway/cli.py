@@ -9,45 +9,19 @@ import gc
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.botproc import bot_servers, free_port
 from gateway.config import ROOT, Settings
 
 # The real-letter dev set lives beside the repository (evaluation data, never committed).
 REAL_DEV = ROOT.parent / "shared" / "data" / "real_messages_dev.jsonl"
 Parse = Callable[[str], Awaitable[dict[str, Any]]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def bot_servers(rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None) -> Iterator[str]:
-    """Start the action server and the Rasa server on loopback; stop both on exit."""
-    from gateway import botproc
-
-    model = botproc.ensure_model()
-    endpoints = botproc.write_endpoints(ROOT / "var" / f"endpoints-{rasa_port}.yml", action_port, tracker_db)
-    actions = rasa = None
-    try:
-        actions = botproc.start_action_server(action_port, logs / "actions.log" if logs else None)
-        rasa = botproc.start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None)
-        print("starting the bot (Rasa loads TensorFlow and the model: about a minute)...", flush=True)
-        botproc.wait_http(f"http://127.0.0.1:{action_port}/health", 120, actions)
-        botproc.wait_http(f"http://127.0.0.1:{rasa_port}/", 300, rasa)
-        yield f"http://127.0.0.1:{rasa_port}"
-    finally:
-        botproc.stop(rasa)
-        botproc.stop(actions)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,8 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def serve_gateway(settings: Settings, **options: Any) -> None:
-    """The gateway process as deployed: uvloop (the same asyncio API on libuv; a web turn cost 10-20 %
-    less CPU with it), the access log without query strings, and start-up objects frozen out of the
+    """The gateway process as deployed: uvloop (the same asyncio API on libuv, with less CPU
+    per turn), the access log without query strings, and start-up objects frozen out of the
     garbage collector once the app is up."""
     import uvloop
     from aiohttp import web
@@ -90,9 +64,9 @@ def serve_gateway(settings: Settings, **options: Any) -> None:
 
 async def _freeze_startup_objects(_app: object) -> None:
     """What start-up built (profiles, place and holiday tables, SQLAlchemy's mappers: ~150,000 objects)
-    lives as long as the process; a full collection walks all of it, 65-90 ms here with the event loop
-    stopped. Frozen, collections skip it (0 ms for the same collection). Once per process, so here
-    rather than in the app factory, which tests call for every gateway they start."""
+    lives as long as the process; a full collection would walk all of it with the event loop stopped.
+    Frozen, collections skip it. Once per process, so here rather than in the app factory, which
+    tests call for every gateway they start."""
     gc.collect()
     gc.freeze()
 

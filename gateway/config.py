@@ -30,7 +30,7 @@ class Settings:
     answer_concurrency: int = 4  # WeChat/SMS conversations answered at once (more only wait at the bot gate)
     retry_interval_s: float = 5.0
     outbox_interval_s: float = 1.0
-    # SMS channel and survey (issue 5)
+    # SMS channel and survey
     sms_provider: str = "log"  # log | alibaba | tencent
     sms_sign_name: str = "12345热线"
     sms_key_id: str = ""  # Alibaba AccessKey ID / Tencent SecretId

@@ -21,26 +21,22 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from common.text import mask_phone
 from gateway.api import authorised, unauthorised
-from gateway.http import read_limited
-from gateway.models import Survey, WorkOrder
+from gateway.http import json_error, read_limited
+from handoff.events import WorkOrderEvents
 from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
+from handoff.models import Survey, WorkOrder
 from handoff.notify import sign as signature
-from handoff.survey import LABELS, SurveyService
+from handoff.ratings import LABELS
+from handoff.survey import SurveyService
 
-SURVEYS = web.AppKey("events_surveys", SurveyService)
+SURVEYS = web.AppKey("surveys", SurveyService)
+EVENTS = web.AppKey("work_order_events", WorkOrderEvents)
 SECRET = web.AppKey("ticket_callback_secret", str)
 WINDOW = web.AppKey("ticket_callback_window_s", int)
 MAX_BODY = 16 * 1024
 FIELDS = {"event", "note", "answer", "days", "event_id", "number"}
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def mask(phone: str | None) -> str | None:
-    return f"{phone[:3]}****{phone[-4:]}" if phone and len(phone) >= 7 else phone
 
 
 def order_view(order: WorkOrder) -> dict[str, Any]:
@@ -50,7 +46,7 @@ def order_view(order: WorkOrder) -> dict[str, Any]:
         "category": order.category,
         "due_at": order.due_at.isoformat(),
         "limit_working_days": order.limit_working_days,
-        "contact": {"phone": mask(order.contact_phone)},
+        "contact": {"phone": mask_phone(order.contact_phone) if order.contact_phone else order.contact_phone},
         "history": [{"status": e.status, "note": e.note, "at": e.at.isoformat()} for e in order.events],
     }
 
@@ -84,14 +80,14 @@ def parse_event(data: Any, *, need_number: bool) -> dict[str, Any]:
 
 async def _apply(request: web.Request, number: str, data: dict[str, Any], source: str) -> web.Response:
     try:
-        order, applied = await request.app[SURVEYS].record_event(
+        order, applied = await request.app[EVENTS].record(
             number, data["event"], note=data.get("note", ""), answer=data.get("answer", ""), days=data.get("days"),
             event_key=data.get("event_id"), source=source,
         )
     except TransitionError as exc:
-        return _error(409, str(exc))
+        return json_error(409, str(exc))
     if order is None:
-        return _error(404, "no such work order")
+        return json_error(404, "no such work order")
     return web.json_response({"applied": applied, "order": order_view(order)})
 
 
@@ -99,7 +95,7 @@ async def _body(request: web.Request) -> bytes | web.Response:
     try:
         return await read_limited(request, MAX_BODY)
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"body larger than {MAX_BODY} bytes")
+        return json_error(413, f"body larger than {MAX_BODY} bytes")
 
 
 async def post_event(request: web.Request) -> web.Response:
@@ -111,27 +107,27 @@ async def post_event(request: web.Request) -> web.Response:
     try:
         data = parse_event(json.loads(raw.decode("utf-8")), need_number=False)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        return _error(400, str(exc))
+        return json_error(400, str(exc))
     return await _apply(request, request.match_info["number"], data, "api")
 
 
 async def post_callback(request: web.Request) -> web.Response:
     secret = request.app[SECRET]
     if not secret:
-        return _error(503, "ticket callbacks are not configured (HOTLINE_TICKET_CALLBACK_SECRET)")
+        return json_error(503, "ticket callbacks are not configured (HOTLINE_TICKET_CALLBACK_SECRET)")
     raw = await _body(request)
     if isinstance(raw, web.Response):
         return raw
     timestamp = request.headers.get("X-Hotline-Timestamp", "")
     given = request.headers.get("X-Hotline-Signature", "")
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > request.app[WINDOW]:
-        return _error(401, "timestamp missing or outside the replay window")
+        return json_error(401, "timestamp missing or outside the replay window")
     if not hmac.compare_digest(given.encode(), signature(secret, timestamp, raw).encode()):
-        return _error(401, "bad signature")
+        return json_error(401, "bad signature")
     try:
         data = parse_event(json.loads(raw.decode("utf-8")), need_number=True)
     except (UnicodeDecodeError, ValueError) as exc:
-        return _error(400, str(exc))
+        return json_error(400, str(exc))
     return await _apply(request, data["number"], data, "callback")
 
 
@@ -143,7 +139,7 @@ async def get_survey(request: web.Request) -> web.Response:
     async with service.sessions() as session:
         order = await session.scalar(select(WorkOrder).where(WorkOrder.number == request.match_info["number"]))
         if order is None:
-            return _error(404, "no such work order")
+            return json_error(404, "no such work order")
         rows = (await session.scalars(select(Survey).where(Survey.work_order_id == order.id).order_by(Survey.round)))
         return web.json_response({"number": order.number, "surveys": [
             {"round": s.round, "status": s.status, "rating": s.rating, "label": LABELS.get(s.rating or ""),
@@ -156,6 +152,7 @@ async def get_survey(request: web.Request) -> web.Response:
 
 def setup_runtime(app: web.Application, surveys: SurveyService, secret: str, window_s: int) -> None:
     app[SURVEYS] = surveys
+    app[EVENTS] = WorkOrderEvents(surveys)
     app[SECRET] = secret
     app[WINDOW] = window_s
 

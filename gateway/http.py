@@ -1,6 +1,8 @@
-"""Request-body reading shared by every endpoint that takes input from the internet."""
+"""Request bodies and error responses shared by every endpoint that takes input from the internet."""
 
 from __future__ import annotations
+
+import json
 
 from aiohttp import web
 
@@ -13,3 +15,13 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     if len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
     return body
+
+
+def json_error(status: int, message: str) -> web.Response:
+    """The one error shape of every JSON endpoint: {"error": message}."""
+    return web.json_response({"error": message}, status=status)
+
+
+def json_error_exception(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    """The same body as an exception, for code that must raise out of a parser (SMS callbacks)."""
+    return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")

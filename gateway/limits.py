@@ -13,9 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
-from bot.facts import matched_keyword
-from gateway.models import Conversation, Message, SenderLimit, utcnow
+from common.text import matched_keyword
+from gateway.models import SenderLimit
 from profiles import Profile
+from storage.base import utcnow
+from storage.conversations import Conversation, Message
 
 WARNING_TEXT = "请文明用语。多次发送侮辱、骚扰信息将被暂时限制使用本渠道（第{n}次提醒，共{limit}次）。"
 

@@ -1,6 +1,6 @@
 """The durable outbox: what must reach a provider is written with the change that caused it, then
 delivered by a worker with retries, so a provider outage or a restart delays a message but never
-loses it (see ../shared/reference/handoff.md, reliable delivery).
+loses it (the transactional outbox pattern).
 
 Several replicas may run workers on one database: an item is leased by a conditional UPDATE, so
 each attempt is made by one worker only, and a lease left by a crashed worker expires.
@@ -18,21 +18,20 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
-from gateway.db import UnitOfWork, in_session
 from gateway.metrics import Metrics
-from gateway.models import OutboxItem, utcnow
+from storage.base import utcnow
+from storage.db import UnitOfWork, in_session
+from storage.outbox import OutboxItem, Sender, SendResult
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["sent", "retry", "failed", "held"]
 UNSENT = ("pending", "sending")
 _earlier = aliased(OutboxItem)
 # An earlier reply of the same conversation on the same channel that is not sent yet.
@@ -45,7 +44,7 @@ _EARLIER_UNSENT = exists().where(
     _earlier.status.in_(UNSENT),
 )
 # Due now, on a channel with a sender: built once with bind parameters, because the worker polls
-# while idle and building this statement cost more than running it (2.1 ms a poll).
+# while idle and building this statement cost more than running it.
 _DUE = and_(
     OutboxItem.channel.in_(bindparam("channels", expanding=True)),
     or_(
@@ -62,51 +61,8 @@ _LEASE = (
 )
 
 
-class Sender(Protocol):
-    async def send(self, item: OutboxItem) -> SendResult: ...
-
-
 # Channels register their senders here in setup_runtime, keyed by the outbox item's channel.
 SENDERS = web.AppKey("outbox_senders", dict)
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What a provider said: sent; retry later (outage, rate limit); failed for good; or held
-    (valid but not sendable now, e.g. outside WeChat's 48-hour window) for another route."""
-
-    outcome: Outcome
-    provider_id: str | None = None
-    error: str = ""
-    retry_after_s: float | None = None
-
-
-def enqueue(
-    session: Session | AsyncSession,
-    *,
-    channel: str,
-    recipient: str,
-    body: dict[str, Any],
-    dedupe_key: str | None = None,
-    conversation_id: int | None = None,
-    message_id: int | None = None,
-    not_before: dt.datetime | None = None,
-) -> OutboxItem:
-    """Add an item to the caller's transaction; it is sent only if that transaction commits."""
-    item = OutboxItem(
-        channel=channel,
-        recipient=recipient,
-        body=body,
-        status="pending",
-        attempts=0,
-        next_attempt_at=not_before or utcnow(),
-        last_error="",
-        dedupe_key=dedupe_key,
-        conversation_id=conversation_id,
-        message_id=message_id,
-    )
-    session.add(item)
-    return item
 
 
 def backoff_s(attempts: int, base_s: float, cap_s: float) -> float:

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Select, bindparam, insert, select, update
@@ -21,18 +21,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
-from channels.base import InboundMessage, Reply
+from common import buttons, payloads
+from common.messages import InboundMessage, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
-from gateway.db import UnitOfWork
 from gateway.limits import SenderLimits, Standing
 from gateway.metrics import Metrics
-from gateway.models import Conversation, Message, utcnow
-from gateway.outbox import enqueue
 from handoff import followups
 from handoff.workorders import IntakeError, create_from_intake
 from profiles import Profile
 from profiles import load as load_profile
+from storage.base import utcnow
+from storage.conversations import Conversation, Message
+from storage.db import UnitOfWork
+from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ MEDIA_LABELS = {"image": "图片", "voice": "语音", "video": "视频", "shortv
 MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求记录中。请再用文字简单说一下您要反映的问题：发生了什么事、在什么地方。"
 UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
 RESENT_PREFIX = "（此前未能送达的回复）"
+INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
+BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
 DUPLICATE_TTL_S = 24 * 3600
 UNFINISHED = ("queued", "received", "pending_bot")  # out: waiting for the citizen; in: waiting for the bot
 
@@ -82,12 +86,7 @@ def replies_from_bot(messages: list[dict[str, Any]]) -> tuple[list[Reply], list[
         if isinstance(m.get("custom"), dict):
             payloads.append(m["custom"])
         if m.get("text"):
-            buttons = tuple(
-                {"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
-                for b in m.get("buttons") or []
-                if isinstance(b, dict)
-            )
-            replies.append(Reply(str(m["text"]), buttons))
+            replies.append(Reply(str(m["text"]), buttons.from_rasa(m.get("buttons"))))
     return replies, payloads
 
 
@@ -114,7 +113,13 @@ class Router:
         max_text_chars: int = 2000,
         transact: UnitOfWork | None = None,
         metrics: Metrics | None = None,
+        outbox_channels: Iterable[str] = (),
+        notify: Notify | None = None,
+        on_enqueued: Callable[[], None] | None = None,
     ) -> None:
+        """`outbox_channels`: channels that answer later through the outbox (WeChat, SMS) rather than
+        in the HTTP response; `notify`: pushes replies produced later (the web page's WebSocket);
+        `on_enqueued`: wakes the outbox worker after a commit that queued replies."""
         self.sessions = sessions
         self.bot = bot
         self.coordinator = coordinator
@@ -125,10 +130,9 @@ class Router:
         # A turn's two transactions, each in one hop off the loop; the app shares its own with the outbox.
         self._owns_transact = transact is None
         self.transact = transact or UnitOfWork(sessions)
-        self.notify: Notify | None = None  # set by channels that can push (WebSocket)
-        # Channels that answer later through the outbox (WeChat, SMS) rather than in the HTTP response.
-        self.outbox_channels: set[str] = set()
-        self.on_enqueued: Callable[[], None] | None = None  # wakes the outbox worker after a commit
+        self.notify = notify
+        self.outbox_channels: set[str] = set(outbox_channels)
+        self.on_enqueued = on_enqueued
         self._with_open_query = _conversation_with_open_query()
         self._accepting: list[tuple[InboundMessage, asyncio.Future[Conversation | None]]] = []
         self._accept_writer: asyncio.Task[None] | None = None
@@ -263,8 +267,8 @@ class Router:
         if missing:
             created = session.scalars(insert(Conversation).returning(Conversation), missing)
             convs |= {(c.channel, c.sender_id): c for c in created}
-        # Plain rows into the table, not ORM objects: a burst of 50 cost 6 ms the ORM way, most of it
-        # building objects nobody reads (answering reads the messages again).
+        # Plain rows into the table, not ORM objects: in a burst, building objects nobody reads was most
+        # of the cost (answering reads the messages again).
         session.execute(insert(Message.__table__), [self._inbound_values(convs[(m.channel, m.sender_id)], m) for m in msgs])
         return [convs[(m.channel, m.sender_id)] for m in msgs]
 
@@ -313,9 +317,9 @@ class Router:
             return [Reply(r.text, tuple((r.payload or {}).get("buttons", ()))) for r in queued]
         for row in queued:
             row.status = "outbox"
-            buttons = list((row.payload or {}).get("buttons", ()))
+            offered = list((row.payload or {}).get("buttons", ()))
             enqueue(session, channel=conv.channel, recipient=conv.sender_id,
-                    body={"text": RESENT_PREFIX + row.text, "buttons": buttons},
+                    body={"text": RESENT_PREFIX + row.text, "buttons": offered},
                     conversation_id=conv.id, message_id=row.id)
         return []
 
@@ -418,10 +422,8 @@ class Router:
             .order_by(Message.id.desc())
             .limit(1)
         ))
-        for button in (last.payload or {}).get("buttons", ()) if last is not None else ():
-            if text.strip() == str(button.get("title", "")).strip() and button.get("payload"):
-                return str(button["payload"])
-        return text
+        offered = (last.payload or {}).get("buttons") if last is not None else None
+        return buttons.chosen_payload(text, offered, numbered=False) or text
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None
@@ -441,43 +443,51 @@ class Router:
         )
 
     async def _act(self, conv: Conversation, payload: dict[str, Any]) -> list[Reply]:
-        """The bot's custom payloads: the only way it asks the gateway to do something."""
+        """The bot's custom payloads: the only way it asks the gateway to do something. Their shape
+        is checked here (common/payloads.py): a bad one is logged and the citizen gets an apology."""
+        try:
+            action = payloads.parse(payload)
+        except payloads.PayloadError as exc:
+            log.error("conversation %s: unusable payload from the bot: %s", conv.id, exc)
+            return [Reply(INTAKE_FAILED_TEXT if "intake" in (payload if isinstance(payload, dict) else {})
+                          else BAD_PAYLOAD_TEXT)]
         profile = self._profile(conv)
-        if isinstance(payload.get("withdraw"), dict) or isinstance(payload.get("supplement"), dict):
-            answer = await self._follow_up(conv, profile, payload)
+        if isinstance(action, payloads.Withdraw | payloads.Supplement):
+            answer = await self._follow_up(conv, profile, action)
             return [Reply(answer.text, answer.buttons)]
-        if isinstance(payload.get("intake"), dict):
-            intake = payload["intake"]
-            if conv.channel == "sms" and not intake.get("phone"):
-                intake = {**intake, "phone": conv.sender_id}  # the bot never asks an SMS sender for a number
+        if isinstance(action, payloads.Intake):
+            fields = action.fields
+            if conv.channel == "sms" and not fields.get("phone"):
+                fields = {**fields, "phone": conv.sender_id}  # the bot never asks an SMS sender for a number
             try:
                 receipt = await create_from_intake(
-                    self.transact, intake, profile, channel=conv.channel, conversation_id=conv.id
+                    self.transact, fields, profile, channel=conv.channel, conversation_id=conv.id
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
-                return [Reply("抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。")]
+                return [Reply(INTAKE_FAILED_TEXT)]
             log.info("work order %s for conversation %s (%s)", receipt.number, conv.id, receipt.outcome)
-            self.metrics.work_orders.labels(profile.id, str(payload["intake"].get("category")), receipt.outcome).inc()
+            self.metrics.work_orders.labels(profile.id, action.fields["category"], receipt.outcome).inc()
             return [Reply(receipt.citizen_text())]
-        if payload.get("handoff") == "agent":
+        if isinstance(action, payloads.Handoff):
             async with self.sessions() as session:
                 await session.execute(update(Conversation).where(Conversation.id == conv.id).values(state="waiting"))
                 await session.commit()
             conv.state = "waiting"
+        elif action.kind == "unknown":
+            log.warning("conversation %s: payload the gateway does not know, kept only: %s", conv.id, sorted(payload))
         return []
 
-    async def _follow_up(self, conv: Conversation, profile: Profile, payload: dict[str, Any]) -> followups.Answer:
+    async def _follow_up(
+        self, conv: Conversation, profile: Profile, action: payloads.Withdraw | payloads.Supplement
+    ) -> followups.Answer:
         """Withdraw or supplement one of the citizen's own orders."""
-        kind = "withdraw" if isinstance(payload.get("withdraw"), dict) else "supplement"
-        body = payload[kind]
-        number = body.get("number") if isinstance(body.get("number"), str) else None
         # On SMS the sender is the phone itself; elsewhere the citizen may give the registered phone.
-        phones = [body.get("phone"), conv.sender_id if conv.channel == "sms" else None]
-        common = {"conversation_id": conv.id, "number": number, "phones": phones, "channel": conv.channel}
-        if kind == "withdraw":
-            return await followups.withdraw(self.sessions, profile, confirmed=body.get("confirmed") is True, **common)
-        return await followups.supplement(self.sessions, profile, text=str(body.get("text") or ""), **common)
+        phones = [action.phone, conv.sender_id if conv.channel == "sms" else None]
+        common = {"conversation_id": conv.id, "number": action.number, "phones": phones, "channel": conv.channel}
+        if isinstance(action, payloads.Withdraw):
+            return await followups.withdraw(self.sessions, profile, confirmed=action.confirmed, **common)
+        return await followups.supplement(self.sessions, profile, text=action.text, **common)
 
     async def _finish(
         self,

@@ -12,8 +12,9 @@ import logging
 
 import chinese_calendar
 
+from common.china_time import CHINA_TZ
+
 log = logging.getLogger(__name__)
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 _warned: set[int] = set()
 
 
@@ -40,7 +41,7 @@ def due_date(start: dt.datetime, working_days: int, *, count_start_day: bool) ->
 @functools.lru_cache(maxsize=256)
 def _last_day(day: dt.date, working_days: int, count_start_day: bool) -> dt.date:
     """Cached: the same few limits are counted from the same day all day long, and chinese-calendar
-    validates every date it is asked about (a tenth of a work order's creation time)."""
+    validates every date it is asked about, a visible share of a work order's creation time."""
     counted = 0
     if not (count_start_day and is_workday(day)):
         day += dt.timedelta(days=1)

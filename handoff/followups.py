@@ -13,10 +13,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from gateway.models import WorkOrder, WorkOrderEvent, utcnow
-from handoff.deadlines import CHINA_TZ, due_date
+from common.china_time import CHINA_TZ
+from handoff.deadlines import due_date
+from handoff.models import WorkOrder, WorkOrderEvent
 from handoff.workorders import CLOSED_STATUSES, OPEN_STATUSES, contact_key
 from profiles import Profile
+from storage.base import utcnow
 
 NOT_YOURS = (
     "没有在您名下找到工单{number}。为保护诉求人信息，只能处理您本人提交的工单；"

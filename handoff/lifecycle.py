@@ -14,8 +14,8 @@ import datetime as dt
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.models import WorkOrder, WorkOrderEvent
 from handoff.deadlines import due_date
+from handoff.models import WorkOrder, WorkOrderEvent
 from profiles import Profile
 
 PUBLIC_EVENTS = ("dispatched", "signed", "extended", "returned", "replied", "closed")

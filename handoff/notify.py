@@ -14,8 +14,7 @@ import time
 
 import aiohttp
 
-from gateway.models import OutboxItem
-from gateway.outbox import SendResult
+from storage.outbox import OutboxItem, SendResult
 
 CHANNEL = "ticket_webhook"
 

@@ -16,11 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, selectinload
 
-from bot.knowledge import similarity
-from gateway.db import UnitOfWork, in_session
-from gateway.models import Message, WorkOrder, WorkOrderEvent, utcnow
-from handoff.deadlines import CHINA_TZ, due_date
+from common.china_time import CHINA_TZ
+from common.payloads import IntakeFields
+from common.text import similarity
+from handoff.deadlines import due_date
+from handoff.models import WorkOrder, WorkOrderEvent
 from profiles import Profile
+from storage.base import utcnow
+from storage.conversations import Message
+from storage.db import UnitOfWork, in_session
 
 # Orders a new request can still be attached to; replied and closed ones are done, withdrawn ones gone.
 OPEN_STATUSES = ("created", "dispatched", "signed", "extended", "returned", "reopened")
@@ -139,7 +143,7 @@ def _transcript(messages: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def create_from_intake(
     db: UnitOfWork | async_sessionmaker[AsyncSession],
-    intake: dict[str, Any],
+    intake: IntakeFields,
     profile: Profile,
     *,
     channel: str,
@@ -166,7 +170,7 @@ async def create_from_intake(
 
 def _create(
     session: Session,
-    intake: dict[str, Any],
+    intake: IntakeFields,
     profile: Profile,
     *,
     channel: str,

@@ -16,7 +16,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "==> ruff"
-.venv/bin/ruff check gateway channels handoff profiles bot tests bench scripts
+.venv/bin/ruff check common storage gateway channels handoff profiles bot tests bench scripts
+
+echo "==> lint-imports (the dependency rule, docs/architecture.md)"
+.venv/bin/lint-imports
 
 echo "==> model and held-out NLU score"
 .venv/bin/hotline train

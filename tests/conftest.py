@@ -16,10 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import ROUTER, create_app
-from gateway.cli import bot_servers, free_port
+from gateway.botproc import bot_servers, free_port
 from gateway.config import ROOT, Settings
-from gateway.db import make_engine, make_sessions, migrate
 from gateway.logs import RUNNER_OPTIONS
+from gateway.schema import migrate
+from storage.db import make_engine, make_sessions
 from tests.wechat_api_server import SlowBot, WeChatAPIServer, api_server
 
 LOGS = ROOT / "var" / "test-logs"

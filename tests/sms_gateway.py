@@ -16,13 +16,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from channels.sms import RUNTIME
+from channels.sms.models import SmsRecord
+from common.china_time import CHINA_TZ as TZ
 from gateway.app import OUTBOX
-from gateway.cli import free_port
-from gateway.models import Message, Revisit, SmsRecord, Survey, WorkOrder
-from handoff.survey import TZ, SurveyService
+from gateway.botproc import free_port
+from gateway.events_api import SURVEYS
+from handoff.models import Revisit, Survey, WorkOrder
+from handoff.survey import SurveyService
 from handoff.workorders import create_from_intake
 from profiles import Profile
+from storage.conversations import Message
 from tests.conftest import Clock, gateway_client, router_of, settings_for
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, ProviderServer
 
@@ -56,7 +59,7 @@ class SmsGateway:
 
     @property
     def surveys(self) -> SurveyService:
-        return self.app[RUNTIME].surveys  # type: ignore[attr-defined]
+        return self.app[SURVEYS]
 
     def use_profile(self, profile: Profile) -> None:
         self.surveys.profile = profile

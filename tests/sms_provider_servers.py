@@ -1,5 +1,5 @@
 """Local stand-ins for Alibaba Cloud and Tencent Cloud SMS, speaking their documented protocols
-(../shared/reference/channels.md §4): SendSms with the signature checked independently of the SDKs
+(their SendSms API and callback references): SendSms with the signature checked independently of the SDKs
 (ACS3-HMAC-SHA256, TC3-HMAC-SHA256), an outage switch, and helpers that push the providers'
 callbacks (SmsUp / SmsReport, reply / status) to a gateway exactly as the providers would.
 """

@@ -8,13 +8,13 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from channels.base import InboundMessage
+from common.messages import InboundMessage
 from gateway.answering import Answering
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import LocalCoordinator
-from gateway.models import Message
 from gateway.router import Router
 from profiles import load as load_profile
+from storage.conversations import Message
 from tests.wechat_api_server import SlowBot
 
 

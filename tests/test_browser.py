@@ -11,7 +11,7 @@ from aiohttp import web
 from playwright.async_api import async_playwright, expect
 
 from gateway.app import create_app
-from gateway.cli import free_port
+from gateway.botproc import free_port
 from gateway.config import ROOT
 from tests.conftest import settings_for
 

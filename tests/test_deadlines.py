@@ -4,7 +4,8 @@ import datetime as dt
 
 import pytest
 
-from handoff.deadlines import CHINA_TZ, due_date, is_workday
+from common.china_time import CHINA_TZ
+from handoff.deadlines import due_date, is_workday
 
 
 def at(y: int, m: int, d: int, h: int = 10) -> dt.datetime:
@@ -43,9 +44,10 @@ def test_year_without_calendar_data_falls_back_to_weekdays() -> None:
 
 
 async def test_work_order_creation_is_idempotent_on_intake_id(tmp_path) -> None:
-    from gateway.db import make_engine, make_sessions, migrate
+    from gateway.schema import migrate
     from handoff.workorders import create_from_intake
     from profiles import load
+    from storage.db import make_engine, make_sessions
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'wo.db'}"
     await migrate(url)

@@ -9,12 +9,13 @@ import uuid
 
 from sqlalchemy import select, update
 
+from common.china_time import CHINA_TZ
 from gateway.limits import SenderLimits
-from gateway.models import Conversation, Message, WorkOrder
 from handoff import followups
-from handoff.deadlines import CHINA_TZ
+from handoff.models import WorkOrder
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import load
+from storage.conversations import Conversation, Message
 from tests.conftest import Clock
 
 JIYUAN = load("jiyuan")

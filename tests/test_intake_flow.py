@@ -8,7 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from gateway.models import Message, WorkOrder
+from handoff.models import WorkOrder
+from storage.conversations import Message
 from tests.conftest import Chat, metrics, router_of
 
 pytestmark = pytest.mark.rasa

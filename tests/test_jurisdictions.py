@@ -1,7 +1,7 @@
 """The five regulations as profiles, shown table by table with the articles that demand each rule.
 
-The expectations below are written from the documents in ../shared/seeds, not read back from the
-YAML files, so a profile that drifts from its regulation fails here. Citizen texts for screening,
+The expectations below are written from the regulations themselves (named with their articles in
+each profile's `document`), not read back from the YAML files, so a profile that drifts from its regulation fails here. Citizen texts for screening,
 urgency and real-name rules come from tests/data/profile_cases/<profile>.yml.
 """
 
@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from bot.screening import real_name_rule, screen, urgent_rule
+from common.china_time import CHINA_TZ
 from gateway.bot_client import RasaClient
 from handoff import lifecycle
-from handoff.deadlines import CHINA_TZ
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import ProfileError, available, load, parse_profile
 

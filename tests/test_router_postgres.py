@@ -15,15 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench.postgres import available as postgres_available
 from bench.postgres import postgres
-from channels.base import InboundMessage
+from common.messages import InboundMessage
 from gateway.bot_client import RasaClient
 from gateway.coordination import LocalCoordinator
-from gateway.db import make_engine, make_sessions, migrate
-from gateway.models import Conversation, Message, OutboxItem
 from gateway.outbox import OutboxWorker
 from gateway.router import Router
+from gateway.schema import migrate
 from profiles import load as load_profile
-from tests.test_outbox import ScriptedProvider, replies
+from storage.conversations import Conversation, Message
+from storage.db import make_engine, make_sessions
+from storage.outbox import OutboxItem
+from tests.outbox_stand_ins import ScriptedProvider, replies
 from tests.wechat_api_server import SlowBot
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")

@@ -13,7 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from gateway.models import Message, WorkOrder
+from handoff.models import WorkOrder
+from storage.conversations import Message
 from tests.conftest import Chat, gateway_client, router_of, settings_for
 
 pytestmark = pytest.mark.rasa

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from channels.sms.models import SmsRecord
 from gateway.events_api import signature
-from gateway.models import Conversation, InboxKey, Message, OutboxItem, SmsRecord
+from storage.conversations import Conversation, Message
+from storage.inbox import InboxKey
+from storage.outbox import OutboxItem
 from tests.sms_gateway import SmsGateway, sms_gateway
 from tests.sms_provider_servers import AlibabaServer, TencentServer, alibaba_up, tencent_reply, tencent_status
 
@@ -122,7 +125,7 @@ async def test_reply_sender_handles_plain_text_bodies_and_splits_long_ones(
     gw, server = ali_gw
     long = "您反映的问题已转交承办单位。" + "承办单位将尽快联系您并上门查看现场情况，请保持电话畅通。" * 3
     async with gw.surveys.sessions() as session:
-        from gateway.outbox import enqueue
+        from storage.outbox import enqueue
 
         enqueue(session, channel="sms", recipient="+86" + PHONE, body={"text": long}, dedupe_key="wechat-fallback:1",
                 not_before=gw.clock())
@@ -146,7 +149,7 @@ async def test_a_retry_resumes_after_the_last_accepted_segment(ali_gw: tuple[Sms
     text = "第一句话说明情况，内容比较长需要拆开发送才能放得下。" * 2 + "第二部分在服务中断之后才发出，请注意查收。"
     server.down_on_calls = {2}  # the second segment meets an outage once
     async with gw.surveys.sessions() as session:
-        from gateway.outbox import enqueue
+        from storage.outbox import enqueue
 
         enqueue(session, channel="sms", recipient=PHONE, body={"text": text}, dedupe_key="k", not_before=gw.clock())
         await session.commit()

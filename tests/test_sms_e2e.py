@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gateway.models import WorkOrder
+from handoff.models import WorkOrder
 from tests.conftest import Chat
 from tests.sms_gateway import SmsGateway, sms_gateway
 from tests.sms_provider_servers import AlibabaServer, alibaba_up

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from channels.sms.alibaba import AlibabaSms
-from channels.sms.base import mask_phone, normalise_phone, segments
+from channels.sms.base import normalise_phone, segments
 from channels.sms.tencent import TencentSms
+from common.text import mask_phone
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, AlibabaServer, TencentServer
 
 TEMPLATES = {"reply": "SMS_100001", "survey": "SMS_100002"}
@@ -42,7 +43,7 @@ async def test_alibaba_send_is_signed_and_returns_the_biz_id() -> None:
 
 
 async def test_alibaba_unreachable_is_retried() -> None:
-    from gateway.cli import free_port
+    from gateway.botproc import free_port
 
     result = await alibaba(f"http://127.0.0.1:{free_port()}").send("13800001234", "x", kind="reply", out_id="1-1")
     assert result.outcome == "retry"

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from gateway.models import InboxKey, SmsOptOut, Survey, WorkOrderEvent
 from handoff.deadlines import due_date
 from handoff.lifecycle import aware
+from handoff.models import SmsOptOut, Survey, WorkOrderEvent
 from handoff.survey import with_survey
 from profiles import load
+from storage.inbox import InboxKey
 from tests.sms_gateway import Clock, SmsGateway, morning, sms_gateway
 from tests.sms_provider_servers import AlibabaServer, alibaba_report, alibaba_up
 
@@ -401,7 +402,7 @@ async def test_an_external_ticket_system_is_told_of_the_redo(tmp_path: Path, pro
 async def test_a_digit_answers_the_bots_latest_choice_not_an_older_survey(
     gw: SmsGateway, provider: AlibabaServer
 ) -> None:
-    from gateway.models import Conversation, Message
+    from storage.conversations import Conversation, Message
 
     number = await replied_and_surveyed(gw)
     gw.clock.advance(hours=2)

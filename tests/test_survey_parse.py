@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from handoff.survey import next_allowed, parse_reply
+from handoff.survey_parse import parse_reply
+from handoff.survey_schedule import next_allowed
 from profiles import load
 
 

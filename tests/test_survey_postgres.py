@@ -10,10 +10,12 @@ from sqlalchemy import func, select
 
 from bench.postgres import available as postgres_available
 from bench.survey_default import postgres, seed
-from gateway.db import make_engine, make_sessions, migrate
-from gateway.models import Survey, WorkOrderEvent, utcnow
+from gateway.schema import migrate
+from handoff.models import Survey, WorkOrderEvent
 from handoff.survey import SurveyService
 from profiles import load
+from storage.base import utcnow
+from storage.db import make_engine, make_sessions
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from gateway.coordination import RedisCoordinator
-from gateway.models import Message
+from storage.conversations import Message
 from tests.conftest import Chat, gateway_client, router_of, settings_for
 
 URL = "/webhooks/rest/webhook"

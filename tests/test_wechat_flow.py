@@ -14,8 +14,11 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from gateway.models import Conversation, Message, OutboxItem, SmsRecord, WorkOrder
+from channels.sms.models import SmsRecord
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX
+from handoff.models import WorkOrder
+from storage.conversations import Conversation, Message
+from storage.outbox import OutboxItem
 from tests.conftest import gateway_client, metrics, router_of, settings_for
 from tests.wechat_api_server import (
     MINI,

@@ -17,12 +17,13 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from wechatpy.crypto import PrpCrypto
 
-from gateway.cli import free_port
+from channels.wechat.models import WeChatToken
+from gateway.botproc import free_port
 from gateway.logs import RedactingFilter
-from gateway.models import Message, OutboxItem, WeChatToken
 from gateway.router import MEDIA_TEXT, RESENT_PREFIX, UNREADABLE_TEXT
+from storage.conversations import Message
+from storage.outbox import OutboxItem
 from tests.conftest import gateway_client, router_of, settings_for
-from tests.test_wechat_protocol import V1_ENCRYPT, V1_SECURE_QUERY
 from tests.wechat_api_server import (
     COMPAT,
     MINI,
@@ -35,6 +36,7 @@ from tests.wechat_api_server import (
     sha1_sign,
     signed_push,
 )
+from tests.wechat_vectors import V1_ENCRYPT, V1_SECURE_QUERY
 
 V1_SECURE_BODY = json.dumps({"ToUserName": "gh_97417a04a28d", "Encrypt": V1_ENCRYPT}).encode()
 IMAGE_REPLY = MEDIA_TEXT.format(label="图片")

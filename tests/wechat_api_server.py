@@ -22,7 +22,9 @@ from sqlalchemy import func, or_, select
 from wechatpy.crypto import PrpCrypto
 from wechatpy.utils import WeChatSigner
 
-from gateway.models import Message, OutboxItem, utcnow
+from storage.base import utcnow
+from storage.conversations import Message
+from storage.outbox import OutboxItem
 
 WINDOW_REPLIES = 5  # replies allowed per citizen message (mini-program and official account rules)
 

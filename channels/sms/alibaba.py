@@ -1,5 +1,5 @@
 """Alibaba Cloud SMS (dysmsapi 2017-05-25): SendSms through the official SDK's async client, and the
-SmsUp / SmsReport push payloads (../shared/reference/channels.md §4.1).
+SmsUp / SmsReport push payloads (Alibaba Cloud SMS documentation: 消息回执 HTTP 批量推送).
 
 The SDK (alibabacloud-dysmsapi20170525 on darabonba-core) runs on asyncio (`send_sms_with_options_async`,
 aiohttp underneath) and signs with ACS3-HMAC-SHA256, so no signing is reimplemented here.

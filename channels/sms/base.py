@@ -1,8 +1,9 @@
 """What every SMS provider offers the gateway: send one segment, say what happened.
 
 Providers differ in signing, templates and callback shapes; those stay in their modules. Here:
-the result type, phone-number normalisation, masking and the 70-character segment rule
-(../shared/reference/channels.md §5: signature 【…】 + text ≤ 70 is one SMS; longer is billed per 67).
+the result type, phone-number normalisation and the 70-character segment rule
+(the carriers' rule both providers document: signature 【…】 + text ≤ 70 characters is one SMS;
+a longer one is split and billed per 67).
 """
 
 from __future__ import annotations
@@ -42,10 +43,6 @@ def normalise_phone(raw: str) -> str | None:
     digits = re.sub(r"[\s-]", "", raw or "")
     match = _MAINLAND.match(digits)
     return match.group(1) if match else None
-
-
-def mask_phone(phone: str) -> str:
-    return f"{phone[:3]}****{phone[-4:]}" if len(phone) >= 11 else "****"
 
 
 def segments(text: str, sign_name: str, limit: int = 70) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import sys
 
-from channels.sms.base import Kind, ProviderResult, mask_phone
+from channels.sms.base import Kind, ProviderResult
+from common.text import mask_phone
 from gateway.logs import redact
 
 NAME = "log"

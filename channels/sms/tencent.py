@@ -1,5 +1,5 @@
 """Tencent Cloud SMS (API 3.0, 2021-01-11): SendSms through the official SDK's async client, and the
-reply and status callbacks (../shared/reference/channels.md §4.2).
+reply and status callbacks (Tencent Cloud SMS documentation: 回执数据 / 回复数据 callbacks).
 
 tencentcloud-sdk-python-common ships an asyncio client (`sms_client_async`, httpx underneath, the
 `async` extra) that signs with TC3-HMAC-SHA256, so no signing is reimplemented here.

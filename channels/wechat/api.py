@@ -12,18 +12,21 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
 import redis.asyncio as aioredis
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.wechat.config import WeChatApp
+from channels.wechat.models import WeChatToken
+from common import buttons
 from gateway.coordination import Coordinator
-from gateway.models import Media, Message, OutboxItem, WeChatToken, WorkOrder, utcnow
-from gateway.outbox import SendResult, enqueue
-from profiles import Profile
+from storage.base import utcnow
+from storage.media import Media
+from storage.outbox import OutboxItem, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,10 @@ RATE_ERRORS = {45009, 45011}  # API quota: try again in a minute
 TOKEN_MARGIN_S = 300  # stable_token renews 5 minutes early too
 LOCAL_CACHE_S = 60  # a replica re-reads the shared token this often (a rejected one at once)
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
-BUTTONS_PROMPT = "请回复："
-HELD_SMS_PREFIX = "您在微信上的留言有新回复："
+
+
+# What to do with a reply held outside the 48-hour window: (outbox item, the text as rendered).
+Undeliverable = Callable[[OutboxItem, str], Awaitable[None]]
 
 
 class TokenError(RuntimeError):
@@ -161,13 +166,13 @@ class AccessTokens:
 def render(body: dict[str, Any]) -> str:
     """Customer-service text cannot carry buttons: their titles become a line the citizen can answer
     with (the router maps a reply equal to a title back to the button's payload)."""
-    text = str(body.get("text", ""))
-    titles = [str(b.get("title")) for b in body.get("buttons") or () if isinstance(b, dict) and b.get("title")]
-    return f"{text}\n\n{BUTTONS_PROMPT}{' / '.join(titles)}" if titles else text
+    return buttons.as_text(str(body.get("text", "")), body.get("buttons"), numbered=False)
 
 
 class WeChatSender:
-    """Delivers outbox items of one app with `cgi-bin/message/custom/send`."""
+    """Delivers outbox items of one app with `cgi-bin/message/custom/send`. A reply WeChat will not
+    deliver now (outside the 48-hour window) is held, and `undeliverable` decides how else to reach
+    the citizen: a policy of the gateway's, since it may look up work orders and use another channel."""
 
     def __init__(
         self,
@@ -175,11 +180,10 @@ class WeChatSender:
         tokens: AccessTokens,
         http: aiohttp.ClientSession,
         api_base: str,
-        sessions: async_sessionmaker[AsyncSession],
-        profile: Profile,
+        undeliverable: Undeliverable,
     ) -> None:
         self.app, self.tokens, self.http, self.api_base = app, tokens, http, api_base
-        self.sessions, self.profile = sessions, profile
+        self.undeliverable = undeliverable
 
     async def send(self, item: OutboxItem) -> SendResult:
         text = render(item.body)
@@ -200,7 +204,7 @@ class WeChatSender:
         if code == 0:
             return SendResult("sent")
         if code in WINDOW_ERRORS:
-            await self._fallback(item, text)
+            await self.undeliverable(item, text)
             return SendResult("held", error=error)
         if code in PERMANENT_ERRORS:
             return SendResult("failed", error=error)
@@ -219,30 +223,6 @@ class WeChatSender:
         if not isinstance(data, dict):
             raise ValueError("custom/send answered something other than an object")
         return int(data.get("errcode", 0) or 0), str(data.get("errmsg", ""))
-
-    async def _fallback(self, item: OutboxItem, text: str) -> None:
-        """A reply WeChat will not deliver now is kept, and the profile says how else to reach the
-        citizen: "marker" shows it when they next write; "sms" sends it to the work order's phone."""
-        fallback = self.profile.undeliverable_fallback
-        async with self.sessions() as session:
-            if item.message_id is not None:
-                status = "queued" if "marker" in fallback else "held"
-                await session.execute(update(Message).where(Message.id == item.message_id).values(status=status))
-            phone = None
-            if "sms" in fallback and item.conversation_id is not None:
-                phone = await session.scalar(
-                    select(WorkOrder.contact_phone)
-                    .where(WorkOrder.conversation_id == item.conversation_id, WorkOrder.contact_phone.is_not(None))
-                    .order_by(WorkOrder.id.desc())
-                    .limit(1)
-                )
-            key = f"wechat-held-sms:{item.id}"
-            if phone and await session.scalar(select(OutboxItem.id).where(OutboxItem.dedupe_key == key)) is None:
-                enqueue(session, channel="sms", recipient=phone, body={"text": HELD_SMS_PREFIX + text},
-                        dedupe_key=key, conversation_id=item.conversation_id, message_id=item.message_id)
-            await session.commit()
-        log.info("wechat %s: outbox %s held (fallback %s, sms=%s)", self.app.name, item.id,
-                 ",".join(fallback) or "none", bool(phone))
 
 
 MEDIA_KINDS = {"image", "voice", "video", "shortvideo"}

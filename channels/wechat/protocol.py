@@ -24,8 +24,8 @@ from wechatpy.events import EVENT_TYPES
 from wechatpy.messages import MESSAGE_TYPES, BaseMessage, UnknownMessage
 from wechatpy.utils import WeChatSigner
 
-from channels.base import InboundMessage
 from channels.wechat.config import WeChatApp
+from common.messages import InboundMessage
 
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 GREETING_TEXT = "你好"  # what the bot is told when a citizen opens the chat: it answers with its greeting

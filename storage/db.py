@@ -5,33 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
-
-
-def alembic_config(url: str) -> Config:
-    cfg = Config(str(HERE / "alembic.ini"))
-    cfg.set_main_option("script_location", str(HERE / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return cfg
-
-
-async def migrate(url: str) -> None:
-    """Upgrade to head; in a thread because Alembic's env runs its own event loop."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
 
 
 def _sqlite_file(url: URL) -> bool:
@@ -50,7 +31,7 @@ def make_engine(url: str) -> AsyncEngine:
 
 def _sqlite_wal(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API objects
     """Write-ahead log: readers never block the writer and a commit costs one fsync of the log
-    instead of journal + database (about 3x faster here; synchronous stays FULL, so still durable)."""
+    instead of journal + database (synchronous stays FULL, so still durable)."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
@@ -72,8 +53,8 @@ class UnitOfWork:
     """Runs a function of a (sync) Session as one transaction: committed when it returns, rolled
     back when it raises.
 
-    Why: on aiosqlite every statement is about four round trips to the driver's thread (0.8 ms with
-    the ORM, for 0.03 ms of SQL), so a turn's two transactions cost 7 ms. On a SQLite file the whole
+    Why: on aiosqlite every statement is several round trips to the driver's thread, which cost far
+    more than the SQL itself. On a SQLite file the whole
     function runs in one hop on a thread of its own with the standard driver, and its transactions
     never wait for each other's locks there. On a server database (PostgreSQL) the same function
     runs in an AsyncSession through `run_sync`: one code path, written once as plain ORM code.

@@ -1,0 +1,37 @@
+"""The one shape every channel speaks to the gateway in, and the one it gets back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Work to do before a kept message is answered (e.g. queueing the fetch of a picture it carried).
+Prepare = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A citizen's message after the channel checked and parsed it; provider quirks stay behind."""
+
+    channel: str
+    sender_id: str
+    text: str
+    message_id: str | None = None
+    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    attachments: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the citizen sees: text and, where the channel can show them, buttons."""
+
+    text: str
+    buttons: tuple[dict[str, str], ...] = ()
+
+    def as_rest(self, recipient_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"recipient_id": recipient_id, "text": self.text}
+        if self.buttons:
+            out["buttons"] = [dict(b) for b in self.buttons]
+        return out

@@ -1,0 +1,223 @@
+"""What a survey reply does: matched to the citizen's survey (the latest round of each order, the
+order number when one is given), recorded as a rating, a correction, a late answer or an opt-out,
+acknowledged by SMS, and passed to the rating's consequence. Rules per profile: 济源 第十四条,
+桂林 第十四条(二), 濠江 四(四)(五) (a mistaken rating may be corrected), 枝江 第二十条."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handoff import lifecycle
+from handoff.models import SmsOptOut, Survey, WorkOrder
+from handoff.ratings import BAD, LABELS, consequence, withdraw_consequence
+from handoff.revisits import flag_revisit
+from handoff.survey_parse import parse_reply
+from handoff.survey_schedule import short_number
+from profiles import Profile
+from storage.conversations import Conversation, Message
+from storage.outbox import enqueue
+
+ACTIVE = ("queued", "open")  # the citizen can answer
+LATE_DAYS = 7  # a reply this long after the window is still matched to the survey (and answered)
+ACK_GOOD = "感谢评价！工单尾号{short}已记录：{label}。"
+ACK_CORRECT_HINT = "如有误，{hours}小时内可回复更正。"
+ACK_REDO = "工单尾号{short}已记录：{label}。工单将退回承办单位重新办理，工作人员会电话回访您。"
+ACK_EXPERT = "工单尾号{short}已记录：{label}。该工单将进行专业评价复核，工作人员会电话联系您。"
+ACK_REVISIT = "工单尾号{short}已记录：{label}。工作人员会电话回访您，了解具体情况。"
+ACK_CLOSE = "工单尾号{short}已记录：{label}。感谢您的反馈。"
+MULTI_HINT = "您有多张待评价工单，本次计入最近的尾号{short}；评价其他工单请回复数字加尾号，如“1 {other}”。"
+CORRECTED = "工单尾号{short}的评价已更正为：{label}。"
+NO_CORRECTION = "工单尾号{short}已评价为{label}，不能再修改。如有问题请拨打12345。"
+LATE = "工单尾号{short}的评价时间已过，已按{label}记录。如仍有问题，请拨打12345或回复短信说明。"
+CLARIFY = "抱歉，没看懂您的评价。请回复数字：1满意、2基本满意、3不满意。"
+OPTOUT_ACK = "您已退订满意度回访短信，今后不再发送。如需反映问题，请拨打12345。"
+
+
+@dataclass
+class _Target:
+    survey: Survey
+    number: str
+
+
+class SurveyReplies:
+    """Reads SMS replies against open surveys; one per survey service."""
+
+    def __init__(self, profile_for: Callable[[str], Profile], webhook_url: str = "") -> None:
+        self.profile_for = profile_for
+        self.webhook_url = webhook_url
+
+    async def handle(self, session: AsyncSession, phone: str, text: str, now: dt.datetime) -> bool:
+        """Treat an SMS as a survey reply or an opt-out if it is one (in the caller's transaction,
+        acknowledgements enqueued there too); False means it is for the bot."""
+        parsed = parse_reply(text)
+        if parsed.kind == "optout":
+            await self._opt_out(session, phone, text, now)
+            return True
+        targets = await self._targets(session, phone, now)
+        if targets and await self._bot_asked_last(session, phone, targets):
+            return False  # "1" answers the bot's latest choice (确认提交 …), not an older survey
+        active = [t for t in targets if self._answerable(t.survey, now)]
+        late = [t for t in targets if t not in active]
+        if parsed.kind == "unreadable":
+            if active and parsed.chars <= 15 and not any(t.survey.clarified for t in active):
+                await session.execute(update(Survey).where(Survey.id == active[0].survey.id).values(clarified=True))
+                self._note(active[0].survey, now, text, "unreadable")
+                self._send(session, phone, CLARIFY, f"clarify:{active[0].survey.id}", now)
+                return True
+            return False
+        assert parsed.rating is not None
+        pool = active or late
+        if parsed.short:
+            named = [t for t in targets if short_number(t.number) == parsed.short]
+            if named:
+                pool = [t for t in named if t in active] or named
+        if not pool:
+            return False
+        target = pool[0]
+        extra = ""
+        if not parsed.short and len(active) > 1 and target in active:
+            other = next(short_number(t.number) for t in active if t is not target)
+            extra = MULTI_HINT.format(short=short_number(target.number), other=other)
+        if target not in active:
+            ack = await self._late(session, target, parsed.rating, text, now)
+        else:
+            ack = await self._rate(session, target, parsed.rating, text, now)
+        self._send(session, phone, ack + extra, f"ack:{target.survey.id}:{len(target.survey.history)}", now)
+        return True
+
+    @staticmethod
+    async def _bot_asked_last(session: AsyncSession, phone: str, targets: list[_Target]) -> bool:
+        """True when the bot offered choices by SMS after the latest survey SMS to this phone."""
+        asked = await session.scalar(
+            select(func.max(Message.created_at))
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Conversation.channel == "sms", Conversation.sender_id == phone, Message.direction == "out",
+                   Message.payload.is_not(None))
+        )
+        if asked is None:
+            return False
+        latest = max(lifecycle.aware(t.survey.sent_at or t.survey.send_at) for t in targets)
+        return lifecycle.aware(asked) > latest
+
+    def _answerable(self, survey: Survey, now: dt.datetime) -> bool:
+        in_window = survey.due_at is None or lifecycle.aware(survey.due_at) > now
+        if survey.status in ACTIVE:
+            return in_window
+        return survey.status == "answered" and in_window
+
+    async def _targets(self, session: AsyncSession, phone: str, now: dt.datetime) -> list[_Target]:
+        since = now - dt.timedelta(days=LATE_DAYS)
+        rows = (
+            await session.execute(
+                select(Survey, WorkOrder.number)
+                .join(WorkOrder, WorkOrder.id == Survey.work_order_id)
+                .where(
+                    Survey.phone == phone,
+                    or_(
+                        Survey.status.in_(ACTIVE),
+                        Survey.status.in_(("answered", "defaulted")) & (Survey.due_at > since),
+                    ),
+                )
+                .order_by(func.coalesce(Survey.sent_at, Survey.send_at).desc(), Survey.id.desc())
+            )
+        ).all()
+        latest: dict[int, _Target] = {}  # only an order's latest round can be answered or corrected
+        for survey, number in rows:
+            current = latest.get(survey.work_order_id)
+            if current is None or survey.round > current.survey.round:
+                latest[survey.work_order_id] = _Target(survey, number or "")
+        return [t for t in (_Target(s, n or "") for s, n in rows) if latest[t.survey.work_order_id].survey is t.survey]
+
+    async def _rate(self, session: AsyncSession, target: _Target, rating: str, text: str, now: dt.datetime) -> str:
+        survey = target.survey
+        order = await session.get(WorkOrder, survey.work_order_id)
+        assert order is not None
+        profile = self.profile_for(order.profile)
+        short, label = short_number(target.number), LABELS[rating]
+        if survey.status == "answered":  # a correction (濠江 四(五))
+            self._note(survey, now, text, rating)
+            if not profile.survey.allow_correction:
+                return NO_CORRECTION.format(short=short, label=LABELS[survey.rating or rating])
+            old = survey.rating or ""
+            result = await session.execute(
+                update(Survey)
+                .where(Survey.id == survey.id, Survey.status == "answered", Survey.rating == old)
+                .values(rating=rating, rated_at=now, corrections=Survey.corrections + 1, history=survey.history)
+            )
+            if result.rowcount != 1 or old == rating:
+                return CORRECTED.format(short=short, label=label)
+            if (old in BAD) != (rating in BAD):
+                if rating in BAD:
+                    await consequence(session, survey, order, rating, now, profile, webhook_url=self.webhook_url)
+                else:
+                    await withdraw_consequence(session, survey, order, rating, now)
+            return CORRECTED.format(short=short, label=label)
+        self._note(survey, now, text, rating)
+        result = await session.execute(
+            update(Survey)
+            .where(Survey.id == survey.id, Survey.status.in_(ACTIVE))
+            .values(status="answered", rating=rating, rated_at=now, history=survey.history)
+        )
+        if result.rowcount != 1:
+            return CORRECTED.format(short=short, label=label)
+        outcome = await consequence(session, survey, order, rating, now, profile, webhook_url=self.webhook_url)
+        if outcome == "closed":
+            hint = ACK_CORRECT_HINT.format(hours=f"{profile.survey.window_hours:g}") if (
+                profile.survey.allow_correction) else ""
+            return ACK_GOOD.format(short=short, label=label) + hint
+        template = {"redo": ACK_REDO, "expert_review": ACK_EXPERT, "revisit": ACK_REVISIT}.get(outcome, ACK_CLOSE)
+        return template.format(short=short, label=label)
+
+    async def _late(self, session: AsyncSession, target: _Target, rating: str, text: str, now: dt.datetime) -> str:
+        """A reply after the window: the recorded rating stands; a late complaint still reaches a person."""
+        survey = target.survey
+        if survey.status == "open":  # window over but the tick has not run yet: default it now
+            order = await session.get(WorkOrder, survey.work_order_id)
+            assert order is not None
+            profile = self.profile_for(order.profile)
+            rating_default = profile.survey.default_rating
+            result = await session.execute(
+                update(Survey)
+                .where(Survey.id == survey.id, Survey.status == "open")
+                .values(status="defaulted", rating=rating_default, defaulted=True, rated_at=now)
+            )
+            if result.rowcount == 1:
+                survey.status, survey.rating, survey.defaulted = "defaulted", rating_default, True
+                await consequence(session, survey, order, rating_default, now, profile,
+                                      webhook_url=self.webhook_url)
+        self._note(survey, now, text, f"late:{rating}")
+        await session.execute(update(Survey).where(Survey.id == survey.id).values(history=survey.history))
+        if rating in BAD:
+            await flag_revisit(session, f"late:{survey.id}", "late_unsatisfied", survey.work_order_id,
+                               survey.phone, f"回访期满后回复{LABELS[rating]}")
+        return LATE.format(short=short_number(target.number), label=LABELS.get(survey.rating or "", "默认评价"))
+
+    async def _opt_out(self, session: AsyncSession, phone: str, text: str, now: dt.datetime) -> None:
+        exists = await session.scalar(select(SmsOptOut.id).where(SmsOptOut.phone == phone))
+        if exists is None:
+            session.add(SmsOptOut(phone=phone, text=text[:64], created_at=now))
+        pending = (
+            await session.scalars(select(Survey).where(Survey.phone == phone, Survey.status == "scheduled"))
+        ).all()
+        for survey in pending:
+            await session.execute(
+                update(Survey).where(Survey.id == survey.id, Survey.status == "scheduled").values(status="opted_out")
+            )
+            await flag_revisit(session, f"optout:{survey.id}", "no_sms_survey", survey.work_order_id, phone,
+                               "市民已退订回访短信，请人工回访")
+        if exists is None:
+            self._send(session, phone, OPTOUT_ACK, f"optout:{phone}", now)
+
+    @staticmethod
+    def _note(survey: Survey, now: dt.datetime, text: str, meaning: str) -> None:
+        survey.history = [*survey.history, {"at": now.isoformat(), "text": text[:200], "meaning": meaning}]
+
+    @staticmethod
+    def _send(session: AsyncSession, phone: str, text: str, key: str, now: dt.datetime) -> None:
+        enqueue(session, channel="sms", recipient=phone, body={"text": text, "kind": "reply"},
+                dedupe_key=f"sms:{key}"[:128], not_before=now)

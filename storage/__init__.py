@@ -1,0 +1,1 @@
+"""Storage: the shared declarative base, engine and units of work, and the tables every layer reads."""
