@@ -128,7 +128,8 @@ def read_heldout(directory: Path) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class HeldoutReport:
-    macro_f1: float
+    macro_f1: float  # over the request-kind examples: how well a request's kind is told
+    macro_f1_with_screened: float  # also counting screened-kind examples accepted as a kind
     per_kind: dict[str, float]
     emergencies: int
     emergencies_referred: int
@@ -143,17 +144,25 @@ class HeldoutReport:
         return self.wrongly_refused / self.requests if self.requests else 0.0
 
 
+def _f1(expected: list[str], predicted: list[str], kinds: list[str], among: list[str] | None) -> dict[str, float]:
+    pairs = [(e, p) for e, p in zip(expected, predicted, strict=True) if among is None or e in among]
+    out: dict[str, float] = {}
+    for kind in kinds:
+        tp = sum(1 for e, p in pairs if e == kind and p == kind)
+        fp = sum(1 for e, p in pairs if e != kind and p == kind)
+        fn = sum(1 for e, p in pairs if e == kind and p != kind)
+        if tp + fp + fn:
+            out[kind] = 2 * tp / (2 * tp + fp + fn)
+    return out
+
+
 def heldout_report(expected: list[str], outcomes: list[Outcome], profile: Profile) -> HeldoutReport:
     """Request-kind macro-F1 over what citizens get (a refusal counts as a miss of the kind)."""
     kinds = [k for k in REQUEST_KINDS if profile.accepts(k)]
     predicted = [o.verdict.category if o.verdict.accepted else (o.verdict.reason or "none") for o in outcomes]
-    per_kind: dict[str, float] = {}
-    for kind in kinds:
-        tp = sum(1 for e, p in zip(expected, predicted, strict=True) if e == kind and p == kind)
-        fp = sum(1 for e, p in zip(expected, predicted, strict=True) if e != kind and p == kind)
-        fn = sum(1 for e, p in zip(expected, predicted, strict=True) if e == kind and p != kind)
-        if tp + fp + fn:
-            per_kind[kind] = 2 * tp / (2 * tp + fp + fn)
+    per_kind = _f1(expected, predicted, kinds, among=kinds)
+    # Screened-kind examples the bot accepted (a doubt it flags for the dispatcher) count against precision.
+    with_screened = _f1(expected, predicted, kinds, among=None)
     emergencies = [o for e, o in zip(expected, outcomes, strict=True) if e == "emergency"]
     referred = [o for o in emergencies if o.verdict.reason == "emergency"]
     requests = [(e, o) for e, o in zip(expected, outcomes, strict=True) if e in kinds]
@@ -167,6 +176,7 @@ def heldout_report(expected: list[str], outcomes: list[Outcome], profile: Profil
     )
     return HeldoutReport(
         macro_f1=sum(per_kind.values()) / len(per_kind) if per_kind else 0.0,
+        macro_f1_with_screened=sum(with_screened.values()) / len(with_screened) if with_screened else 0.0,
         per_kind=per_kind,
         emergencies=len(emergencies),
         emergencies_referred=len(referred),
@@ -181,7 +191,8 @@ def heldout_report(expected: list[str], outcomes: list[Outcome], profile: Profil
 def format_heldout(report: HeldoutReport, show_misses: int = 20) -> str:
     lines = [
         f"held-out: request-kind macro-F1 {report.macro_f1:.3f} "
-        f"({', '.join(f'{k} {v:.2f}' for k, v in report.per_kind.items())})",
+        f"({', '.join(f'{k} {v:.2f}' for k, v in report.per_kind.items())}); "
+        f"{report.macro_f1_with_screened:.3f} counting screened examples accepted as a kind",
         f"  emergencies referred {report.emergencies_referred}/{report.emergencies}; "
         f"wrongful refusals {report.wrongly_refused}/{report.requests} ({report.wrongful_refusal_rate:.1%}); "
         f"screened kinds refused with the right reason {report.refusals_right}/{report.refusals}",

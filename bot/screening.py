@@ -16,7 +16,9 @@ from profiles import REQUEST_KINDS, EmergencyService, Profile, RealNameRule, Urg
 
 MODEL_SCREENED = ("legal_procedure", "outside_authority", "confidential", "civil_dispute", "no_substance")
 # The two kinds the regulations list together (投诉举报, one time limit), which the model confuses most.
-OWN_WORDS = {"complaint": "投诉", "report": "举报"}
+# The word a citizen uses to name their request. When they name exactly one kind, it decides (我要投诉…
+# is not answered with 举报, 举报…不交社保 not with 咨询); a message naming two is left to the model.
+OWN_WORDS = {"complaint": "投诉", "report": "举报", "suggestion": "建议", "consult": "咨询", "praise": "表扬", "help": "求助"}
 _SAYING = ("我要", "我想", "想要", "特此", "实名")
 # Below this the model's 'emergency' is not trusted without a keyword (a 12345 matter would be lost).
 EMERGENCY_MIN_CONFIDENCE = 0.55
@@ -265,7 +267,7 @@ def wants_confidentiality(text: str, profile: Profile) -> bool:
 
 
 def said_kind(clean: str) -> str | None:
-    """The kind the citizen named themselves (投诉…, 我要举报…), when they named one and never the other."""
+    """The kind the citizen named themselves (投诉…, 我要举报…), when they named one and no other."""
     said = {kind for kind, word in OWN_WORDS.items()
             if clean.startswith(word) or any(lead + word in clean for lead in _SAYING)}
     mentioned = {kind for kind, word in OWN_WORDS.items() if word in clean}
@@ -318,6 +320,14 @@ def _clear_refusal(kind: str, clean: str) -> bool:
 
 
 NOW_QUESTION = "请问现在是否正在发生、有人身危险吗？如果是过去的事情，请回复“不是”，我们继续为您登记。"
+
+
+def emergency_verdict(text: str, nlu: dict[str, Any], profile: Profile) -> Verdict | None:
+    """The referral for a message that reports a present danger, else None: the same judgment for a
+    first message and for an answer in the middle of a form."""
+    ranking = _ranking(nlu)
+    top, top_conf = ranking[0] if ranking else (None, 0.0)
+    return _emergency(normalize(text), top, top_conf, profile)
 
 
 def _emergency(clean: str, top: str | None, top_conf: float, profile: Profile) -> Verdict | None:
@@ -397,7 +407,7 @@ def screen(text: str, nlu: dict[str, Any], profile: Profile, *, danger_denied: b
         # A dialogue turn (你好, 好的): not a request. A longer message always is one.
         return Verdict(False, None, None, urgent is not None, top_conf, urgent_rule=urgent)
     category, confidence = best if best is not None else ("consult", 0.0)
-    said = said_kind(clean) if category in OWN_WORDS else None
+    said = said_kind(clean)
     if said is not None and profile.accepts(said):
         category = said  # "我要投诉…" is not answered with "您的诉求属于举报类"
     return Verdict(profile.accepts(category), category, None, urgent is not None, confidence, urgent_rule=urgent, doubt=doubt)

@@ -16,7 +16,7 @@ work-order code half-read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 INFORMATIONAL = ("screened", "noted", "answered", "declined", "cancelled")
 
@@ -36,7 +36,7 @@ class IntakeFields(TypedDict):
     phone: str | None
     name: str | None
     anonymous: bool
-    screening_doubt: NotRequired[str | None]  # a refusal rule nearly applied: the dispatcher decides
+    screening_doubt: str | None  # a refusal rule nearly applied: the dispatcher decides
 
 
 class WithdrawFields(TypedDict):

@@ -48,7 +48,7 @@ def test_held_out_split_as_citizens_get_it(rasa_url: str) -> None:
           f"wrongful refusals {report.wrongly_refused}/{report.requests}")
     assert report.emergencies_referred == report.emergencies, [m for m in report.misses if m.startswith("emergency")]
     assert report.wrongful_refusal_rate <= 0.02
-    assert report.macro_f1 >= 0.90  # the target is 0.95; CI keeps a margin for retraining noise
+    assert report.macro_f1 >= 0.93  # the target is 0.95; CI keeps a margin for retraining noise
 
 
 # ---- the arithmetic, without a model --------------------------------------------------------------
@@ -70,8 +70,10 @@ def test_heldout_report_counts_refusals_as_misses() -> None:
     report = heldout_report(expected, got, JIYUAN)
     assert (report.emergencies, report.emergencies_referred) == (2, 1)
     assert (report.requests, report.wrongly_refused, report.refusals_right) == (3, 1, 1)
-    # complaint: tp 1, fn 1 -> 2/3; consult 1.0; help: fp 1 -> 0.0
-    assert report.per_kind == pytest.approx({"complaint": 2 / 3, "consult": 1.0, "help": 0.0})
+    # Over the request-kind examples: complaint tp 1, fn 1 -> 2/3; consult 1.0.
+    assert report.per_kind == pytest.approx({"complaint": 2 / 3, "consult": 1.0})
+    # Counting the missed emergency accepted as help: help fp 1 -> 0.0.
+    assert report.macro_f1_with_screened == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
 
 
 def test_a_fixed_sample_of_letters_is_the_same_whatever_the_order(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from bot.screening import (
     Verdict,
     best_request_kind,
     emergency_message,
-    emergency_service,
+    emergency_verdict,
     is_past,
     keyword_service,
     outside_place,
@@ -30,6 +30,7 @@ from bot.screening import (
     screen,
     wants_confidentiality,
 )
+from common.payloads import IntakeFields, ScreenedFields, WithdrawFields
 from profiles import Profile, load
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ def reset_intake() -> list[EventType]:
 
 
 def screened_payload(verdict: Verdict) -> dict[str, Any]:
-    return {"screened": {"reason": verdict.reason, "article": verdict.article, "confidence": verdict.confidence}}
+    screened: ScreenedFields = {"reason": verdict.reason or "", "article": verdict.article, "confidence": verdict.confidence}
+    return {"screened": screened}
 
 
 class ActionStartIntake(Action):
@@ -220,17 +222,21 @@ def end_form() -> list[EventType]:
 
 
 def emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
-    """An emergency typed in the middle of a form ends the form at once: it never enters a work order."""
+    """An emergency typed in the middle of a form ends the form at once: it never enters a work order.
+    Judged as a first message is (a past danger or a model's unsure guess does not stop the form)."""
     text = tracker.latest_message.get("text") or ""
-    intent = (tracker.latest_message.get("intent") or {}).get("name")
-    service = emergency_service(text, profile)
-    if service is None and intent != "emergency":
+    verdict = emergency_verdict(text, tracker.latest_message, profile)
+    if verdict is None:
         return None
+    if verdict.ask is None:
+        dispatcher.utter_message(text=verdict.message or emergency_message(profile, None), json_message=screened_payload(verdict))
+        return end_form()
+    # Unsure whether it is happening now: the number at once, and "不是" goes back to the request.
     dispatcher.utter_message(
-        text=emergency_message(profile, service),
-        json_message={"screened": {"reason": "emergency", "article": profile.emergency_article, "confidence": 1.0}},
+        text=f"{verdict.message}\n{verdict.ask}", json_message={**screened_payload(verdict), "ask": verdict.ask}
     )
-    return end_form()
+    request = tracker.get_slot("content") or text
+    return [*end_form(), SlotSet("pending_request", request), SlotSet("pending_kind", tracker.get_slot("category"))]
 
 
 def real_name_declined(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
@@ -459,7 +465,7 @@ class ActionFinishConfirmation(Action):
                 return [*events, SlotSet(field, new_value), FollowupAction("confirm_form")]
             return [*events, SlotSet(field, None), FollowupAction("intake_form")]
 
-        intake = {
+        intake: IntakeFields = {
             "intake_id": tracker.get_slot("intake_id"),
             "profile": profile.id,
             "category": tracker.get_slot("category"),
@@ -537,7 +543,8 @@ class ActionWithdraw(Action):
         confirmed = (message.get("intent") or {}).get("name") == "confirm_withdraw"
         number = entities.get("order_number") if confirmed else facts.extract_order_number(text)
         phone = entities.get("owner_phone") if confirmed else facts.extract_phone(text)
-        dispatcher.utter_message(json_message={"withdraw": {"number": number, "phone": phone, "confirmed": confirmed}})
+        withdraw: WithdrawFields = {"number": number, "phone": phone, "confirmed": confirmed}
+        dispatcher.utter_message(json_message={"withdraw": withdraw})
         return []
 
 
