@@ -32,6 +32,8 @@ class Metrics:
                                        registry=r)
         self.work_orders = Counter("hotline_work_orders", "Intakes handed to the work-order backend, by outcome",
                                    ["profile", "category", "outcome"], registry=r)
+        self.screened = Counter("hotline_screened", "First messages referred elsewhere (emergency, legal procedure…)",
+                                ["profile", "reason"], registry=r)
         self.deliveries = Counter("hotline_outbox_attempts", "Outbox delivery attempts, by channel and outcome",
                                   ["channel", "outcome"], registry=r)
 

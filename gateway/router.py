@@ -29,7 +29,7 @@ from gateway.limits import SenderLimits, Standing
 from gateway.metrics import Metrics
 from handoff import followups
 from handoff.workorders import IntakeError, create_from_intake
-from profiles import Profile
+from profiles import SCREEN_KINDS, Profile
 from profiles import load as load_profile
 from storage.base import utcnow
 from storage.conversations import Conversation, Message
@@ -476,6 +476,13 @@ class Router:
             conv.state = "waiting"
         elif action.kind == "unknown":
             log.warning("conversation %s: payload the gateway does not know, kept only: %s", conv.id, sorted(payload))
+        elif action.kind == "screened":
+            reason = (payload.get("screened") or {}).get("reason")
+            reason = reason if reason in SCREEN_KINDS else "other"
+            # A referral is logged and counted; the payload itself stays on the message.
+            log.info("conversation %s: referred (%s)%s", conv.id, reason, ", asked whether it is happening now"
+                     if payload.get("ask") else "")
+            self.metrics.screened.labels(profile.id, reason).inc()
         return []
 
     async def _follow_up(

@@ -216,3 +216,5 @@ async def test_an_unclear_danger_is_referred_at_once_and_the_citizen_can_say_it_
     assert "110" in asked and "现在是否正在发生" in asked
     answer = Chat.text(await chat.say("不是，上个月的事了，想问问物业当时为什么不管"))
     assert "您的诉求属于" in answer and "110" not in answer
+    m = await metrics(gateway)  # the referral is counted for operators
+    assert m[("hotline_screened_total", (("profile", "jiyuan"), ("reason", "emergency")))] == 1
