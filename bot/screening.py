@@ -8,6 +8,7 @@ model (place names for jurisdiction).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,11 @@ NOW_MARKERS = (
 NOW_IN_CHAT = ("现在", "还在", "紧急", "怎么办", "刚", "急死")
 # Danger words inside everyday phrases: 打不着火 is a stove that will not light.
 NOT_DANGER = ("打不着火", "点不着火", "不着火", "着火点", "防火", "消防栓", "正在打造", "正在打算", "正在打听")
+# A danger word used as a hazard (火灾隐患) or a what-if (一旦发生火灾, 万一着火) names no present danger.
+HAZARD_AFTER = ("隐患", "安全隐患", "风险", "的风险", "多发", "事故多发", "频发")
+HYPOTHETICAL_BEFORE = ("一旦", "万一", "如果", "假如", "若", "以防", "防止", "预防", "避免", "谨防", "容易")
+# A year written in full (2019.3.18, 2019年) dates the matter in the past.
+_YEAR = re.compile(r"(19|20)\d\d(年|\.\d|-\d|/\d)")
 # In a letter only its opening (the title and first lines) can report a danger happening now; later
 # lines tell a story.
 LETTER_HEAD_CHARS = 150
@@ -93,7 +99,7 @@ def is_now(text: str, *, strong: bool = False) -> bool:
 
 
 def is_past(text: str, profile: Profile) -> bool:
-    return any(marker in text for marker in profile.emergency_past_markers)
+    return any(marker in text for marker in profile.emergency_past_markers) or _YEAR.search(text) is not None
 
 
 def keyword_service(text: str, profile: Profile, *, near_now: bool = False) -> EmergencyService | None:
@@ -105,8 +111,12 @@ def keyword_service(text: str, profile: Profile, *, near_now: bool = False) -> E
         for word in service.keywords:
             start = text.find(word)
             while start >= 0:
-                window = text[max(0, start - NEAR_CHARS) : start + len(word) + NEAR_CHARS]
-                if not near_now or any(marker in window for marker in NOW_MARKERS):
+                end = start + len(word)
+                hypothetical = text[end : end + 4].startswith(HAZARD_AFTER) or any(
+                    w in text[max(0, start - 6) : start] for w in HYPOTHETICAL_BEFORE
+                )
+                window = text[max(0, start - NEAR_CHARS) : end + NEAR_CHARS]
+                if not hypothetical and (not near_now or any(marker in window for marker in NOW_MARKERS)):
                     return service
                 start = text.find(word, start + 1)
     return None

@@ -144,6 +144,19 @@ def test_a_letter_naming_a_danger_without_a_word_of_the_present_is_accepted(lett
     assert verdict.accepted and verdict.reason is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "古街很多消防逃生门被锁住，一旦发生火灾就无法及时逃生，请尽快检查",  # a what-if
+        "商场负一层商户抽烟的多，只想快点出来，存在很大的火灾安全隐患",  # a hazard, whatever else is urgent
+        "2019.3.18施工单位在我们房屋旁边挖基坑，导致基脚塌方，房屋开裂",  # dated in the past
+    ],
+)
+def test_a_danger_word_as_hazard_what_if_or_past_is_not_an_emergency(text: str) -> None:
+    verdict = screen(text, nlu(("complaint", 0.5), ("emergency", 0.45)), JIYUAN)
+    assert verdict.accepted and verdict.reason is None
+
+
 def test_unclear_tense_refers_at_once_and_asks() -> None:
     verdict = screen("我家楼下那栋楼着火了", nlu(("help", 0.6), ("emergency", 0.3)), JIYUAN)
     assert verdict.reason == "emergency" and "119" in (verdict.message or "") and verdict.ask
