@@ -61,7 +61,7 @@ async def test_whole_intake_in_the_browser(tmp_path: Path, rasa_url: str) -> Non
         await runner.cleanup()
 
 
-# The cases issue 11 names, each a new citizen on the chat page: what the first reply must say, and
+# The cases the judgment review named, each a new citizen on the chat page: what the first reply must say, and
 # what it must not.
 FIRST_REPLIES = [
     ("河堤决口了，水已经进村了，俺们村还有好些老人没撤出来", "119", "联系电话"),
