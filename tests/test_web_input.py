@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 
 import aiohttp
@@ -44,6 +46,55 @@ async def test_malformed_requests(offline_gateway, body: bytes, status: int, err
 async def test_body_over_the_limit_is_refused_unread(offline_gateway) -> None:
     resp = await offline_gateway.post(URL, data=b'{"sender":"a","message":"' + b"x" * 70_000 + b'"}')
     assert resp.status == 413
+    assert await stored_inbound(offline_gateway) == []
+
+
+async def raw_post(client, head: bytes, parts: list[bytes], pause: float = 0.3) -> tuple[int, bytes]:  # noqa: ANN001
+    """POST over a raw socket, the body written in `parts` with a pause between: TCP as it arrives."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(pause)
+        response = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def chunked(pieces: list[bytes]) -> list[bytes]:
+    return [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+
+
+async def test_body_split_over_two_writes_is_read_whole(offline_gateway) -> None:
+    body = json.dumps({"sender": "split", "message": "小区路灯坏了", "message_id": "split-1"}).encode()
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (URL.encode(), len(body)))
+    status, answer = await raw_post(offline_gateway, head, [body[:20], body[20:]])
+    assert status == 200, answer
+    assert [r.text for r in await stored_inbound(offline_gateway)] == ["小区路灯坏了"]
+
+
+async def test_chunked_body_in_pieces_is_read_whole(offline_gateway) -> None:
+    body = json.dumps({"sender": "chunks", "message": "噪音扰民", "message_id": "chunks-1"}).encode()
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" % URL.encode())
+    status, answer = await raw_post(offline_gateway, head, chunked([body[:15], body[15:]]))
+    assert status == 200, answer
+    assert [r.text for r in await stored_inbound(offline_gateway)] == ["噪音扰民"]
+
+
+async def test_chunked_body_over_the_limit_gets_413(offline_gateway) -> None:
+    """10 MB chunked (no Content-Length to refuse up front) is refused as too large, not as bad JSON."""
+    piece = b"x" * (256 * 1024)
+    body = [b'{"sender":"big","message":"'] + [piece] * 40 + [b'"}']
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" % URL.encode())
+    status, answer = await raw_post(offline_gateway, head, chunked(body), pause=0.01)
+    assert status == 413, answer
     assert await stored_inbound(offline_gateway) == []
 
 
