@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from channels.base import ChannelContext, Intake
-from common.messages import InboundMessage, Reply
+from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, InboundMessage, NotKept, Reply
 from gateway.http import json_error, read_limited
 from storage.outbox import Sender
 
@@ -137,7 +137,13 @@ class WebChannel:
                     await ws.send_json({"type": "error", "error": str(exc)})
                     continue
                 msg = InboundMessage(NAME, sender, data.get("text", "").strip(), message_id=message_id)
-                for reply in await self.handle_message(msg):
+                try:
+                    replies = await self.handle_message(msg)
+                except NotKept:
+                    await ws.send_json({"type": "error", "error": NOT_KEPT_TEXT, "message_id": message_id,
+                                        "retry_after": NOT_KEPT_RETRY_AFTER_S})
+                    continue
+                for reply in replies:
                     await ws.send_json(_frame(reply))
                 await ws.send_json({"type": "done", "message_id": message_id})
         finally:

@@ -19,6 +19,9 @@ class Coordinator(Protocol):
     async def claim(self, key: str, ttl_s: int) -> bool:
         """True for the first caller with this key within ttl_s; duplicates get False."""
 
+    async def seen(self, key: str) -> bool:
+        """Whether `key` is claimed (and not expired): a read that claims nothing."""
+
     def lock(self, key: str, timeout_s: float = 60.0) -> contextlib.AbstractAsyncContextManager[None]:
         """Serialises work on one conversation across tasks (and replicas, with Redis)."""
 
@@ -39,6 +42,9 @@ class LocalCoordinator:
         self._claims[key] = now + ttl_s
         return True
 
+    async def seen(self, key: str) -> bool:
+        return self._claims.get(key, 0) > time.monotonic()
+
     @contextlib.asynccontextmanager
     async def lock(self, key: str, timeout_s: float = 60.0) -> AsyncIterator[None]:
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -58,6 +64,9 @@ class RedisCoordinator:
 
     async def claim(self, key: str, ttl_s: int) -> bool:
         return bool(await self._redis.set(f"{self._prefix}claim:{key}", "1", nx=True, ex=ttl_s))
+
+    async def seen(self, key: str) -> bool:
+        return bool(await self._redis.exists(f"{self._prefix}claim:{key}"))
 
     @contextlib.asynccontextmanager
     async def lock(self, key: str, timeout_s: float = 60.0) -> AsyncIterator[None]:

@@ -8,13 +8,14 @@ delay an answer but never lose what the citizen wrote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from common import buttons, payloads
-from common.messages import InboundMessage, Reply
+from common.messages import InboundMessage, NotKept, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
 from gateway.limits import SenderLimits, Standing
@@ -37,6 +38,7 @@ from storage.db import UnitOfWork
 from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BOT_DOWN_TEXT = "抱歉，智能客服暂时繁忙，您的留言已保存，恢复后会第一时间回复您。紧急情况请直接拨打110、119、120或122。"
 WAITING_TEXT = "您的留言已收到，人工客服接入后会看到完整记录，请稍候。"
@@ -142,13 +144,16 @@ class Router:
             self.transact.close()
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
-        """Process one inbound message and return the replies for it (plus any queued earlier)."""
-        if not await self._first_time(msg):
+        """Process one inbound message and return the replies for it (plus any queued earlier).
+        Raises NotKept when the message could not be committed: nothing may then say it was kept."""
+        if await self._seen(msg):
             self.metrics.duplicates.labels(msg.channel).inc()
             return await self._replies_for_duplicate(msg)
         started = time.perf_counter()
-        async with self._conversation_lock(msg.channel, msg.sender_id):
-            taken = await self._take_in(msg)
+        async with contextlib.AsyncExitStack() as stack:
+            await self._keeping(msg, stack.enter_async_context(self._conversation_lock(msg.channel, msg.sender_id)))
+            taken = await self._keeping(msg, self._take_in(msg))
+            await self._mark_seen(msg)
             if taken is None:  # same message id already stored (another replica, or a restart)
                 self.metrics.duplicates.labels(msg.channel).inc()
                 return await self._replies_for_duplicate(msg)
@@ -157,6 +162,42 @@ class Router:
             replies = released + await self._answer(conv, to_answer, standing=standing)
         self.metrics.turn_seconds.labels(msg.channel).observe(time.perf_counter() - started)
         return replies
+
+    @staticmethod
+    async def _keeping(msg: InboundMessage, step: Awaitable[T]) -> T:
+        """A step before the message's commit: any failure becomes NotKept, logged without the SQL
+        parameters or the text (they carry the citizen's words and numbers)."""
+        try:
+            return await step
+        except Exception as exc:
+            cause = getattr(exc, "orig", None) or exc
+            detail = f"{type(cause).__name__}: {cause}" if cause is not exc else type(exc).__name__
+            log.warning("message not kept on %s (%s); the sender is asked to send it again", msg.channel, detail)
+            raise NotKept from exc
+
+    async def _seen(self, msg: InboundMessage) -> bool:
+        """The fast path for a retry: the id was claimed after an earlier commit. Without the
+        coordinator the database's unique key still decides, so an outage here is not an error."""
+        if not msg.message_id:
+            return False
+        try:
+            return await self.coordinator.seen(self._dedupe_key(msg))
+        except Exception as exc:  # noqa: BLE001 - the database decides instead
+            log.warning("duplicate fast path unavailable: %s", type(exc).__name__)
+            return False
+
+    async def _mark_seen(self, msg: InboundMessage) -> None:
+        """Claimed only after the commit, so a message that was not kept is never taken for a duplicate."""
+        if not msg.message_id:
+            return
+        try:
+            await self.coordinator.claim(self._dedupe_key(msg), DUPLICATE_TTL_S)
+        except Exception as exc:  # noqa: BLE001 - only the fast path is lost
+            log.warning("duplicate fast path not recorded: %s", type(exc).__name__)
+
+    @staticmethod
+    def _dedupe_key(msg: InboundMessage) -> str:
+        return f"{msg.channel}:{msg.sender_id}:{msg.message_id}"
 
     async def _take_in(self, msg: InboundMessage) -> TakenIn | None:
         """One transaction: find or start the conversation, keep the message, release the replies
@@ -210,15 +251,17 @@ class Router:
 
     async def accept(self, msg: InboundMessage) -> Conversation | None:
         """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
-        None for a duplicate. Call `process` afterwards, typically in a background task."""
-        if not await self._first_time(msg):
+        None for a duplicate; NotKept when it could not be committed. Call `process` afterwards, typically in a background task."""
+        if await self._seen(msg):
             self.metrics.duplicates.labels(msg.channel).inc()
             return None
         future: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
         self._accepting.append((msg, future))
         if self._accept_writer is None or self._accept_writer.done():
             self._accept_writer = asyncio.create_task(self._write_accepted())
-        conv = await asyncio.shield(future)  # a caller that goes away must not cancel the others' batch
+        # a caller that goes away must not cancel the others' batch
+        conv = await self._keeping(msg, asyncio.shield(future))
+        await self._mark_seen(msg)
         counter = self.metrics.messages if conv is not None else self.metrics.duplicates
         counter.labels(msg.channel).inc()
         return conv
@@ -344,11 +387,6 @@ class Router:
                 _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
                 await self._answer(conv, to_answer, delivered=False)
         return len(conv_ids)
-
-    async def _first_time(self, msg: InboundMessage) -> bool:
-        if not msg.message_id:
-            return True
-        return await self.coordinator.claim(f"{msg.channel}:{msg.sender_id}:{msg.message_id}", DUPLICATE_TTL_S)
 
     def _conversation_lock(self, channel: str, sender_id: str):  # noqa: ANN202 - an async context manager
         return self.coordinator.lock(f"conv:{channel}:{sender_id}")
