@@ -181,8 +181,11 @@ async def _retry_loop(router: Router, interval_s: float) -> None:
             sent = await router.retry_pending()
             if sent:
                 log.info("delivered %d messages kept while the bot was down", sent)
+        except Exception as exc:  # no traceback text: SQL errors would carry parameters
+            log.error("retrying pending messages failed (%s); will try again", type(exc).__name__)
+        try:  # separately: a failure above must not stop crash recovery
             recovered = await router.recover_received()
             if recovered:
                 log.info("answered messages of %d conversations kept before a restart", recovered)
-        except Exception:
-            log.exception("retrying pending messages failed; will try again")
+        except Exception as exc:  # noqa: BLE001
+            log.error("recovering received messages failed (%s); will try again", type(exc).__name__)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -49,6 +50,9 @@ UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。�
 RESENT_PREFIX = "（此前未能送达的回复）"
 INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
 BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
+FAILING_TEXT = "抱歉，处理您的留言时出现问题。您的留言已保存，我们会尽快回复您。紧急情况请直接拨打110、119、120或122。"
+FAILED_TEXT = "抱歉，您的留言暂时无法自动处理，已保存并交工作人员查看。如需尽快办理，请回复“人工”转接人工客服。"
+MAX_ATTEMPTS = 3  # answering a message that raises: then it is "failed" (operators see and retry it)
 DUPLICATE_TTL_S = 24 * 3600
 UNFINISHED = ("queued", "received", "pending_bot")  # out: waiting for the citizen; in: waiting for the bot
 
@@ -378,14 +382,17 @@ class Router:
                 )
             ).all()
         for conv_id in conv_ids:
-            async with self.sessions() as session:
-                conv = await session.get(Conversation, conv_id)
-            if conv is None:
-                continue
-            async with self._conversation_lock(conv.channel, conv.sender_id):
-                # read under the lock: another task may have answered
-                _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
-                await self._answer(conv, to_answer, delivered=False)
+            try:
+                async with self.sessions() as session:
+                    conv = await session.get(Conversation, conv_id)
+                if conv is None:
+                    continue
+                async with self._conversation_lock(conv.channel, conv.sender_id):
+                    # read under the lock: another task may have answered
+                    _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
+                    await self._answer(conv, to_answer, delivered=False)
+            except Exception as exc:  # noqa: BLE001 - one conversation must not stop the others' recovery
+                log.error("recovering conversation %s failed (%s); the others go on", conv_id, type(exc).__name__)
         return len(conv_ids)
 
     def _conversation_lock(self, channel: str, sender_id: str):  # noqa: ANN202 - an async context manager
@@ -400,9 +407,44 @@ class Router:
         received = [r for r in to_answer if r.status == "received"]
         for row in received:
             behind = first_pending is not None and first_pending < row.id
-            replies += await self._route(conv, row, row.text, delivered=delivered, behind_pending=behind,
-                                         standing=standing if len(received) == 1 else None)
+            replies += await self._isolated(
+                conv, row, self._route(conv, row, row.text, delivered=delivered, behind_pending=behind,
+                                       standing=standing if len(received) == 1 else None),
+                delivered=delivered,
+            )
         return replies
+
+    async def _isolated(
+        self, conv: Conversation, inbound: Message, step: Awaitable[list[Reply]], *, delivered: bool
+    ) -> list[Reply]:
+        """One message's answer; when it raises (a payload of the wrong shape, a bug), the message is
+        not answered again forever nor allowed to stop the others: after MAX_ATTEMPTS it is "failed"
+        and the citizen gets an apology. BotUnavailable is not a failure of the message."""
+        try:
+            return await step
+        except (BotUnavailable, NotKept):
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolated here, logged without text or parameters
+            return await self._failed_attempt(conv, inbound, exc, delivered=delivered)
+
+    async def _failed_attempt(
+        self, conv: Conversation, inbound: Message, exc: Exception, *, delivered: bool
+    ) -> list[Reply]:
+        attempts = int((inbound.payload or {}).get("failed_attempts", 0)) + 1
+        inbound.payload = {**(inbound.payload or {}), "failed_attempts": attempts}
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        # No exception text: it may carry the citizen's words or SQL parameters.
+        log.error("conversation %s: answering message %s failed (%s at %s:%s), attempt %d of %d",
+                  conv.id, inbound.id, type(exc).__name__, where.filename if where else "?",
+                  where.lineno if where else "?", attempts, MAX_ATTEMPTS)
+        payload = inbound.payload
+        await self.transact(lambda session: session.execute(
+            update(Message).where(Message.id == inbound.id).values(payload=payload)
+        ))
+        if attempts >= MAX_ATTEMPTS:
+            self.metrics.failed.labels(conv.channel).inc()
+            return await self._finish(conv, inbound, [Reply(FAILED_TEXT)], status="failed", delivered=delivered)
+        return [Reply(FAILING_TEXT)] if delivered else []  # kept as it was: recovery tries again
 
     @staticmethod
     def _inbound_values(conv: Conversation, msg: InboundMessage) -> dict[str, Any]:
@@ -610,10 +652,15 @@ class Router:
                     current = await session.get(Message, inbound.id)
                     if current is None or current.status != "pending_bot":
                         continue  # another replica took it
+                before = (current.payload or {}).get("failed_attempts", 0)
                 try:
-                    replies = await self._ask_bot(conv, inbound, inbound.text, delivered=False)
+                    replies = await self._isolated(
+                        conv, current, self._ask_bot(conv, current, current.text, delivered=False), delivered=False
+                    )
                 except BotUnavailable:
                     return done
+                if (current.payload or {}).get("failed_attempts", 0) != before and not replies:
+                    continue  # failed this time; tried again next pass, at most MAX_ATTEMPTS times
             done += 1
             pushed = self.notify is not None and await self.notify(conv.channel, conv.sender_id, replies)
             if pushed:
