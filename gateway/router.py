@@ -496,14 +496,34 @@ class Router:
     async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
         """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
         last reply's buttons means that button, so the bot gets its payload, as from the web page."""
-        last = await self.transact(lambda session: session.scalar(
-            select(Message)
-            .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
-            .order_by(Message.id.desc())
-            .limit(1)
-        ))
-        offered = (last.payload or {}).get("buttons") if last is not None else None
-        return buttons.chosen_payload(text, offered, numbered=False) or text
+        return buttons.chosen_payload(text, await self._offered(conv, inbound), numbered=False) or text
+
+    async def _offered(self, conv: Conversation, inbound: Message) -> list[Any]:
+        """The buttons of the bot's last turn before `inbound` (all its replies, not only the last)."""
+        def work(session: Session) -> list[Any]:
+            last_reply_to = session.scalar(
+                select(Message.reply_to)
+                .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
+            if last_reply_to is None:
+                return []
+            payloads = session.scalars(select(Message.payload).where(
+                Message.conversation_id == conv.id, Message.direction == "out", Message.reply_to == last_reply_to,
+                Message.id < inbound.id))
+            return [b for p in payloads for b in (p or {}).get("buttons", ())]
+        return await self.transact(work)
+
+    async def _as_citizen_text(self, conv: Conversation, inbound: Message, text: str) -> str:
+        """Rasa reads a message starting with "/" as an intent (with entities and a confidence),
+        skipping the model and the screening. Only the exact payload of a button the bot just offered
+        in this conversation goes through as one; anything else typed is sent as words."""
+        if not text.startswith("/"):
+            return text
+        if any(isinstance(b, dict) and b.get("payload") == text for b in await self._offered(conv, inbound)):
+            return text
+        return text.lstrip("/").lstrip() or "／"
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None
@@ -512,6 +532,7 @@ class Router:
         if len(text) > self.max_text_chars:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
             text = text[: self.max_text_chars]
+        text = await self._as_citizen_text(conv, inbound, text)
         metadata = {"profile": conv.profile, "channel": conv.channel}
         with self.metrics.bot_seconds.time():
             output = await self.bot.send(bot_sender(conv), text, metadata)
