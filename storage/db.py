@@ -32,7 +32,8 @@ def make_engine(url: str) -> AsyncEngine:
         {"connect_args": {"timeout": _sqlite_timeout(make_url(url))}, "pool_use_lifo": True}
         if sqlite else {"pool_pre_ping": True}
     )
-    engine = create_async_engine(url, **kwargs)
+    # Errors never quote their SQL parameters (a citizen's phone, ID number, words) into logs.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if _sqlite_file(make_url(url)):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
     return engine
@@ -76,7 +77,8 @@ class UnitOfWork:
         engine: AsyncEngine = sessions.kw["bind"]
         if _sqlite_file(engine.url):
             sync_engine = create_engine(
-                engine.url.set(drivername="sqlite"), connect_args={"timeout": _sqlite_timeout(engine.url)}
+                engine.url.set(drivername="sqlite"), connect_args={"timeout": _sqlite_timeout(engine.url)},
+                hide_parameters=True,
             )
             event.listen(sync_engine, "connect", _sqlite_wal)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
