@@ -174,8 +174,8 @@ class Router:
         try:
             return await step
         except Exception as exc:
-            cause = getattr(exc, "orig", None) or exc
-            detail = f"{type(cause).__name__}: {cause}" if cause is not exc else type(exc).__name__
+            cause = getattr(exc, "orig", None)  # the driver's error, e.g. sqlite3.OperationalError
+            detail = type(exc).__name__ + (f" from {type(cause).__module__}.{type(cause).__name__}" if cause else "")
             log.warning("message not kept on %s (%s); the sender is asked to send it again", msg.channel, detail)
             raise NotKept from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import socket
 import sqlite3
@@ -56,13 +57,16 @@ def locked_db_settings(tmp_path: Path):  # noqa: ANN201
                             database_url=f"sqlite+aiosqlite:///{db}?timeout=0.5")
 
 
-async def test_locked_database_says_not_kept_and_the_retry_is_taken(locked_db_settings) -> None:
+async def test_locked_database_says_not_kept_and_the_retry_is_taken(locked_db_settings, caplog) -> None:
     db, settings = locked_db_settings
     async with gateway_client(settings) as client:
-        body = {"sender": "lock-1", "message": "楼下烧烤店油烟太大", "message_id": "m-1"}
-        with locked(db):
+        body = {"sender": "lock-13800001234", "message": "楼下烧烤店油烟太大", "message_id": "m-1"}
+        with locked(db), caplog.at_level(logging.WARNING):
             resp = await client.post(URL, json=body)
             assert_not_kept(resp.status, resp.headers, await resp.json())
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "message not kept on web (OperationalError" in logged
+        assert "13800001234" not in logged and "烧烤" not in logged
         assert await inbound_texts(client) == []
         resp = await client.post(URL, json=body)  # the provider's (or page's) retry
         assert resp.status == 200
