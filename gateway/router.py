@@ -108,6 +108,19 @@ def _conversation_with_open_query() -> Select[Any]:
     )
 
 
+async def requeue_failed(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """An operator's retry of the messages set aside as failed (after a fix): they are "received"
+    again with their attempts reset, and the gateway's recovery pass answers them."""
+    async with sessions() as session:
+        rows = (await session.scalars(
+            select(Message).where(Message.status == "failed", Message.direction == "in"))).all()
+        for row in rows:
+            row.status = "received"
+            row.payload = {k: v for k, v in (row.payload or {}).items() if k != "failed_attempts"} or None
+        await session.commit()
+    return len(rows)
+
+
 class Router:
     def __init__(
         self,

@@ -8,7 +8,7 @@ import logging
 from sqlalchemy import select
 
 from common.messages import InboundMessage
-from gateway.router import FAILED_TEXT, FAILING_TEXT, MAX_ATTEMPTS
+from gateway.router import FAILED_TEXT, FAILING_TEXT, MAX_ATTEMPTS, requeue_failed
 from storage.conversations import Conversation, Message
 from tests.conftest import Chat, gateway_client, metrics, router_of, settings_for
 from tests.wechat_api_server import SlowBot
@@ -50,6 +50,13 @@ async def test_poison_message_is_capped_and_does_not_stop_recovery(tmp_path, bot
         assert len(failures) >= 1 and "AttributeError" in failures[0]
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert POISON not in logged and "13800001111" not in logged
+
+        # The bot is fixed; an operator retries the failed message (`hotline retry-failed`).
+        del stand_in.outputs[POISON]
+        assert await requeue_failed(router.sessions) == 1
+        await router.recover_received(older_than_s=0)
+        answered = await statuses(client, "poisoned-13800001111")
+        assert answered[0] == ("in", "done") and answered[-1] == ("out", "您的留言已收到，请问事情发生在什么地方？")
 
 
 async def test_poison_in_a_live_turn_gets_an_apology_then_a_final_answer(tmp_path, bot: tuple[SlowBot, str]) -> None:
