@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import aiohttp
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from gateway.coordination import RedisCoordinator
+from gateway.coordination import LocalCoordinator, RedisCoordinator
 from storage.conversations import Message
 from tests.conftest import Chat, gateway_client, router_of, settings_for
 
@@ -165,6 +166,25 @@ async def test_bot_outage_keeps_messages_and_answers_when_back(tmp_path, rasa_ur
     finally:
         assert proxy.runner is not None
         await proxy.runner.cleanup()
+
+
+async def test_in_process_dedupe_stays_fast_with_many_ids() -> None:
+    """100,000 live ids: each claim costs about what the first did (no sweep of all of them)."""
+    coordinator = LocalCoordinator()
+    for i in range(100_000):
+        assert await coordinator.claim(f"web:s:{i}", 3600)
+    started = time.perf_counter()
+    for i in range(100_000, 102_000):
+        assert await coordinator.claim(f"web:s:{i}", 3600)
+    assert time.perf_counter() - started < 1.0  # a sweep per claim: ~6 ms each, 12 s here
+    assert not await coordinator.claim("web:s:5", 3600) and await coordinator.seen("web:s:5")
+
+
+async def test_in_process_claims_expire() -> None:
+    coordinator = LocalCoordinator()
+    assert await coordinator.claim("short", 0) and await coordinator.claim("long", 3600)
+    assert await coordinator.claim("short", 3600)  # expired: taken again
+    assert not await coordinator.claim("long", 3600)
 
 
 async def test_redis_coordination_across_replicas(redis_url) -> None:
