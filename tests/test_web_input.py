@@ -185,6 +185,8 @@ async def test_in_process_claims_expire() -> None:
     assert await coordinator.claim("short", 0) and await coordinator.claim("long", 3600)
     assert await coordinator.claim("short", 3600)  # expired: taken again
     assert not await coordinator.claim("long", 3600)
+    assert await coordinator.claim_value("nonce", "a", 3600) == "a"
+    assert await coordinator.claim_value("nonce", "b", 3600) == "a"
 
 
 async def test_redis_coordination_across_replicas(redis_url) -> None:
@@ -194,6 +196,10 @@ async def test_redis_coordination_across_replicas(redis_url) -> None:
     try:
         assert await a.claim(key, 60) is True
         assert await b.claim(key, 60) is False
+        # A nonce taken with one body: every replica reads back the first body's digest.
+        assert await a.claim_value(f"{key}:nonce", "body-1", 60) == "body-1"
+        assert await b.claim_value(f"{key}:nonce", "body-2", 60) == "body-1"
+        assert await b.claim_value(f"{key}:nonce", "body-1", 60) == "body-1"
         order: list[str] = []
         async with a.lock("conv:x", timeout_s=5):
             import asyncio

@@ -152,13 +152,13 @@ class WeChatChannel:
         key = f"wechat-nonce:{app.name}:{signed_at}:{query['nonce']}"
         ttl = min(2 * self.max_skew_s + 60, 7 * 24 * 3600)
         coordinator = self._context.coordinator
-        try:  # the body's claim first, so a retry racing its original is never taken for a replay
-            new_body = await coordinator.claim(f"{key}:{hashlib.sha256(raw).hexdigest()}", ttl)
-            new_nonce = await coordinator.claim(key, ttl)
+        digest = hashlib.sha256(raw).hexdigest()
+        try:  # one atomic claim of the nonce with the body: retries racing their original agree
+            first = await coordinator.claim_value(key, digest, ttl)
         except Exception as exc:  # coordination down: refuse for now, WeChat retries
             log.warning("wechat %s: nonce check unavailable (%s)", app.name, type(exc).__name__)
             raise NotKept from exc
-        if new_body and not new_nonce:
+        if first != digest:
             raise Forbidden("nonce already used with another body (a replay)")
 
     async def _queue_media(self, app: WeChatApp, conv: Conversation, media_ids: list[str]) -> None:
