@@ -35,6 +35,9 @@ async def stored_inbound(client) -> list[Message]:  # noqa: ANN001
         (b'{"sender": "a b<script>", "message": "hi"}', 400, "sender"),
         (b'{"sender": "a", "message": 5}', 400, "message must be a string"),
         (b'{"sender": "a", "message": "x", "metadata": []}', 400, "metadata"),
+        (b"[" * 30_000 + b"]" * 30_000, 400, "nested too deeply"),
+        (b'{"sender": "a", "message": "\\ud800 \xe8\xb7\xaf\xe7\x81\xaf"}', 400, "lone surrogate"),
+        (b'{"sender": "a", "message": "hi", "message_id": "\\udfff"}', 400, "lone surrogate"),
     ],
 )
 async def test_malformed_requests(offline_gateway, body: bytes, status: int, error: str) -> None:
@@ -97,6 +100,23 @@ async def test_chunked_body_over_the_limit_gets_413(offline_gateway) -> None:
     status, answer = await raw_post(offline_gateway, head, chunked(body), pause=0.01)
     assert status == 413, answer
     assert await stored_inbound(offline_gateway) == []
+
+
+async def test_websocket_refuses_bad_frames_and_goes_on(offline_gateway) -> None:
+    ws = await offline_gateway.ws_connect("/ws?sender=ws-edge")
+    for frame, error in [
+        ("[" * 30_000 + "]" * 30_000, "nested too deeply"),
+        ('{"text": "\\ud800"}', "lone surrogate"),
+        (json.dumps({"text": "hi", "message_id": "x" * 129}), "1-128"),
+    ]:
+        await ws.send_str(frame)
+        answer = await asyncio.wait_for(ws.receive_json(), 10)
+        assert answer["type"] == "error" and error in answer["error"]
+    await ws.send_json({"text": "小区停水了", "message_id": "edge-1"})
+    answer = await asyncio.wait_for(ws.receive_json(), 10)
+    assert answer["type"] == "reply" and "已保存" in answer["text"]
+    await ws.close()
+    assert [r.text for r in await stored_inbound(offline_gateway)] == ["小区停水了"]
 
 
 async def test_empty_message_gets_a_prompt(offline_gateway) -> None:
