@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from channels.base import ChannelContext, Intake
-from common.messages import InboundMessage, Reply
+from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, InboundMessage, NotKept, Reply
 from gateway.http import json_error, read_limited
 from storage.outbox import Sender
 
@@ -35,12 +35,29 @@ class BadRequest(ValueError):
     """Client error with a message a developer can act on."""
 
 
-def parse_rest_body(raw: bytes) -> InboundMessage:
-    """Validate the REST body strictly: a typo in a field name should fail loudly, not vanish."""
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def load_json(raw: bytes | str) -> Any:
+    """JSON from the internet: deep nesting (Python's parser recurses) and escapes like "\\ud800",
+    which no database can store as text, are the client's error (400), not ours."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"body is not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("body is not valid UTF-8 JSON: nested too deeply") from exc
+
+
+def checked_text(value: str, field: str) -> str:
+    if _LONE_SURROGATE.search(value):
+        raise BadRequest(f"{field} contains a lone surrogate (\\ud800-\\udfff), which is not text")
+    return value
+
+
+def parse_rest_body(raw: bytes) -> InboundMessage:
+    """Validate the REST body strictly: a typo in a field name should fail loudly, not vanish."""
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     unknown = sorted(set(data) - ALLOWED_FIELDS)
@@ -57,7 +74,8 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
     message_id = data.get("message_id") or metadata.get("message_id")
     if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 128):
         raise BadRequest("message_id must be a string of 1-128 characters")
-    return InboundMessage(channel=NAME, sender_id=sender, text=message.strip(), message_id=message_id)
+    return InboundMessage(channel=NAME, sender_id=sender, text=checked_text(message, "message").strip(),
+                          message_id=checked_text(message_id, "message_id") if message_id else None)
 
 
 def _frame(reply: Reply) -> dict[str, Any]:
@@ -127,17 +145,27 @@ class WebChannel:
                 if frame.type != WSMsgType.TEXT:
                     continue
                 try:
-                    data = json.loads(frame.data)
+                    data = load_json(frame.data)
                     if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
                         raise BadRequest("frame must be an object with a string 'text'")
                     message_id = data.get("message_id")
-                    if message_id is not None and not isinstance(message_id, str):
-                        raise BadRequest("message_id must be a string")
-                except (json.JSONDecodeError, BadRequest) as exc:
+                    if message_id is not None and (not isinstance(message_id, str)
+                                                   or not 0 < len(message_id) <= 128):
+                        raise BadRequest("message_id must be a string of 1-128 characters")
+                    text = checked_text(data.get("text", ""), "text")
+                    if message_id is not None:
+                        checked_text(message_id, "message_id")
+                except BadRequest as exc:
                     await ws.send_json({"type": "error", "error": str(exc)})
                     continue
-                msg = InboundMessage(NAME, sender, data.get("text", "").strip(), message_id=message_id)
-                for reply in await self.handle_message(msg):
+                msg = InboundMessage(NAME, sender, text.strip(), message_id=message_id)
+                try:
+                    replies = await self.handle_message(msg)
+                except NotKept:
+                    await ws.send_json({"type": "error", "error": NOT_KEPT_TEXT, "message_id": message_id,
+                                        "retry_after": NOT_KEPT_RETRY_AFTER_S})
+                    continue
+                for reply in replies:
                     await ws.send_json(_frame(reply))
                 await ws.send_json({"type": "done", "message_id": message_id})
         finally:

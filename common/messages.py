@@ -7,6 +7,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# Said when a message could not be committed (database locked or down, coordination down).
+NOT_KEPT_TEXT = "抱歉，您的留言未能保存，请稍后重新发送。紧急情况请直接拨打110、119、120或122。"
+NOT_KEPT_RETRY_AFTER_S = 5
+
+
+class NotKept(Exception):
+    """The message was not committed, so nobody may say it was kept: the channel answers "send it
+    again" (HTTP 503 with Retry-After), and the same message id sent again is taken as new."""
+
+
 # Work to do before a kept message is answered (e.g. queueing the fetch of a picture it carried).
 Prepare = Callable[[], Awaitable[None]]
 

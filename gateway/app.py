@@ -15,7 +15,7 @@ from channels.base import Channel, ChannelContext
 from channels.sms import SmsChannel
 from channels.web import WebChannel
 from channels.wechat import WeChatChannel
-from common.messages import Reply
+from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, NotKept, Reply
 from gateway import api, events_api
 from gateway.answering import Answering
 from gateway.bot_client import RasaClient
@@ -43,14 +43,19 @@ OUTBOX = web.AppKey("outbox_worker", OutboxWorker)
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler):  # noqa: ANN001, ANN201 - aiohttp's signature
-    """No citizen or provider ever sees a stack trace; every failure is logged with the path."""
+    """No citizen or provider ever sees a stack trace; every failure is logged with the path. A
+    message that was not committed gets 503 with Retry-After, never a claim that it was kept."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
+    except NotKept:  # logged where it happened; the provider (or page) sends it again
+        response = json_error(503, NOT_KEPT_TEXT)
+        response.headers["Retry-After"] = str(NOT_KEPT_RETRY_AFTER_S)
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(503, "internal error; the message was kept and will be retried")
+        return json_error(503, "internal error")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -176,8 +181,11 @@ async def _retry_loop(router: Router, interval_s: float) -> None:
             sent = await router.retry_pending()
             if sent:
                 log.info("delivered %d messages kept while the bot was down", sent)
+        except Exception as exc:  # no traceback text: SQL errors would carry parameters
+            log.error("retrying pending messages failed (%s); will try again", type(exc).__name__)
+        try:  # separately: a failure above must not stop crash recovery
             recovered = await router.recover_received()
             if recovered:
                 log.info("answered messages of %d conversations kept before a restart", recovered)
-        except Exception:
-            log.exception("retrying pending messages failed; will try again")
+        except Exception as exc:  # noqa: BLE001
+            log.error("recovering received messages failed (%s); will try again", type(exc).__name__)

@@ -205,6 +205,26 @@ def cmd_nlu_eval(args: argparse.Namespace) -> int:
     return 0 if macro >= args.min_f1 else 1
 
 
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    """Messages set aside as failed (hotline_failed_messages_total) are answered again by the
+    running gateway's next recovery pass."""
+    from gateway.router import requeue_failed
+    from gateway.schema import migrate
+    from storage.db import make_engine, make_sessions
+
+    async def requeue() -> int:
+        url = Settings.from_env().database_url
+        await migrate(url)  # as the gateway does at start: a new database has the tables too
+        engine = make_engine(url)
+        try:
+            return await requeue_failed(make_sessions(engine))
+        finally:
+            await engine.dispose()
+
+    print(f"{asyncio.run(requeue())} failed messages queued to be answered again")
+    return 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from profiles import available, load
 
@@ -260,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     nlu = sub.add_parser("nlu-eval", help="score the held-out NLU split with rasa test nlu")
     nlu.add_argument("--min-f1", type=float, default=0.85)
     nlu.set_defaults(func=cmd_nlu_eval)
+    sub.add_parser("retry-failed", help="answer again the messages set aside as failed").set_defaults(
+        func=cmd_retry_failed)
     sub.add_parser("profiles", help="list the jurisdiction profiles").set_defaults(func=cmd_profiles)
     profile = sub.add_parser("profile", help="one jurisdiction profile").add_subparsers(dest="action", required=True)
     show = profile.add_parser("show", help="print a profile's rules in readable Chinese")

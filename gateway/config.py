@@ -49,6 +49,8 @@ class Settings:
     survey_interval_s: float = 30.0
     wechat_apps: str = ""  # inline JSON or a JSON/YAML file listing the WeChat apps (channels/wechat/config.py)
     wechat_api_base: str = "https://api.weixin.qq.com"
+    # A push's signed timestamp may be this far from our clock; its nonce is then used once per body.
+    wechat_max_skew_s: int = 300
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,4 +87,5 @@ class Settings:
             survey_interval_s=float(os.environ.get("HOTLINE_SURVEY_INTERVAL_S", cls.survey_interval_s)),
             wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
             wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
+            wechat_max_skew_s=_int("HOTLINE_WECHAT_MAX_SKEW_S", cls.wechat_max_skew_s),
         )

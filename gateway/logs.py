@@ -12,13 +12,19 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-_ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
-_LANDLINE = re.compile(r"(?<!\d)(0\d{2,3})-?\d{7,8}(?!\d)")
+_FULLWIDTH_DIGITS = str.maketrans("０１２３４５６７８９＋－", "0123456789+-")
+_SEP = r"[\s.\-]?"  # 138 0000 1234, 138-0000-1234, 138.0000.1234
+_ID_NUMBER = re.compile(rf"(?<!\d)(\d{{6}}){_SEP}\d{{8}}{_SEP}(\d{{3}}[\dXx])(?!\d)")
+# A mobile number, with +86 / 0086 / 86 in front or not, written in groups or not.
+_PHONE = re.compile(rf"(?<![\d+])(?:(?:\+|00)?86[\s\-]*)?(1[3-9]\d){_SEP}\d{{4}}{_SEP}(\d{{4}})(?!\d)")
+_LANDLINE = re.compile(r"(?<!\d)(0\d{2,3})[\s\-]?\d{7,8}(?!\d)")
 _OPENID = re.compile(r"(openid=)[^&\s\"]+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
+    """Mask ID, mobile and landline numbers and openids. Full-width digits are folded first: a
+    citizen's "１３８…" is the same number."""
+    text = text.translate(_FULLWIDTH_DIGITS)
     text = _ID_NUMBER.sub(r"\1********\2", text)
     text = _PHONE.sub(r"\1****\2", text)
     text = _OPENID.sub(r"\1***", text)
@@ -26,12 +32,22 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A last line of defence; the code itself logs ids and counts, not what citizens wrote."""
+    """A last line of defence; the code itself logs ids and counts, not what citizens wrote. The
+    traceback is masked too: an exception's text may quote what it was given."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -30,6 +30,9 @@ class Metrics:
                                      buckets=_SECONDS, registry=r)
         self.bot_unavailable = Counter("hotline_bot_unavailable", "Messages kept because the bot did not answer",
                                        registry=r)
+        self.failed = Counter("hotline_failed_messages",
+                              "Messages that raised MAX_ATTEMPTS times while answered, set aside as failed",
+                              ["channel"], registry=r)
         self.work_orders = Counter("hotline_work_orders", "Intakes handed to the work-order backend, by outcome",
                                    ["profile", "category", "outcome"], registry=r)
         self.screened = Counter("hotline_screened", "First messages referred elsewhere (emergency, legal procedure…)",

@@ -8,13 +8,15 @@ delay an answer but never lose what the citizen wrote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import hashlib
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from common import buttons, payloads
-from common.messages import InboundMessage, Reply
+from common.messages import InboundMessage, NotKept, Reply
 from gateway.bot_client import BotUnavailable, RasaClient
 from gateway.coordination import Coordinator
 from gateway.limits import SenderLimits, Standing
@@ -37,6 +39,7 @@ from storage.db import UnitOfWork
 from storage.outbox import enqueue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BOT_DOWN_TEXT = "抱歉，智能客服暂时繁忙，您的留言已保存，恢复后会第一时间回复您。紧急情况请直接拨打110、119、120或122。"
 WAITING_TEXT = "您的留言已收到，人工客服接入后会看到完整记录，请稍候。"
@@ -47,6 +50,9 @@ UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。�
 RESENT_PREFIX = "（此前未能送达的回复）"
 INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
 BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
+FAILING_TEXT = "抱歉，处理您的留言时出现问题。您的留言已保存，我们会尽快回复您。紧急情况请直接拨打110、119、120或122。"
+FAILED_TEXT = "抱歉，您的留言暂时无法自动处理，已保存并交工作人员查看。如需尽快办理，请回复“人工”转接人工客服。"
+MAX_ATTEMPTS = 3  # answering a message that raises: then it is "failed" (operators see and retry it)
 DUPLICATE_TTL_S = 24 * 3600
 UNFINISHED = ("queued", "received", "pending_bot")  # out: waiting for the citizen; in: waiting for the bot
 
@@ -102,6 +108,19 @@ def _conversation_with_open_query() -> Select[Any]:
     )
 
 
+async def requeue_failed(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """An operator's retry of the messages set aside as failed (after a fix): they are "received"
+    again with their attempts reset, and the gateway's recovery pass answers them."""
+    async with sessions() as session:
+        rows = (await session.scalars(
+            select(Message).where(Message.status == "failed", Message.direction == "in"))).all()
+        for row in rows:
+            row.status = "received"
+            row.payload = {k: v for k, v in (row.payload or {}).items() if k != "failed_attempts"} or None
+        await session.commit()
+    return len(rows)
+
+
 class Router:
     def __init__(
         self,
@@ -142,13 +161,16 @@ class Router:
             self.transact.close()
 
     async def handle(self, msg: InboundMessage) -> list[Reply]:
-        """Process one inbound message and return the replies for it (plus any queued earlier)."""
-        if not await self._first_time(msg):
+        """Process one inbound message and return the replies for it (plus any queued earlier).
+        Raises NotKept when the message could not be committed: nothing may then say it was kept."""
+        if await self._seen(msg):
             self.metrics.duplicates.labels(msg.channel).inc()
             return await self._replies_for_duplicate(msg)
         started = time.perf_counter()
-        async with self._conversation_lock(msg.channel, msg.sender_id):
-            taken = await self._take_in(msg)
+        async with contextlib.AsyncExitStack() as stack:
+            await self._keeping(msg, stack.enter_async_context(self._conversation_lock(msg.channel, msg.sender_id)))
+            taken = await self._keeping(msg, self._take_in(msg))
+            await self._mark_seen(msg)
             if taken is None:  # same message id already stored (another replica, or a restart)
                 self.metrics.duplicates.labels(msg.channel).inc()
                 return await self._replies_for_duplicate(msg)
@@ -157,6 +179,42 @@ class Router:
             replies = released + await self._answer(conv, to_answer, standing=standing)
         self.metrics.turn_seconds.labels(msg.channel).observe(time.perf_counter() - started)
         return replies
+
+    @staticmethod
+    async def _keeping(msg: InboundMessage, step: Awaitable[T]) -> T:
+        """A step before the message's commit: any failure becomes NotKept, logged without the SQL
+        parameters or the text (they carry the citizen's words and numbers)."""
+        try:
+            return await step
+        except Exception as exc:
+            cause = getattr(exc, "orig", None)  # the driver's error, e.g. sqlite3.OperationalError
+            detail = type(exc).__name__ + (f" from {type(cause).__module__}.{type(cause).__name__}" if cause else "")
+            log.warning("message not kept on %s (%s); the sender is asked to send it again", msg.channel, detail)
+            raise NotKept from exc
+
+    async def _seen(self, msg: InboundMessage) -> bool:
+        """The fast path for a retry: the id was claimed after an earlier commit. Without the
+        coordinator the database's unique key still decides, so an outage here is not an error."""
+        if not msg.message_id:
+            return False
+        try:
+            return await self.coordinator.seen(self._dedupe_key(msg))
+        except Exception as exc:  # noqa: BLE001 - the database decides instead
+            log.warning("duplicate fast path unavailable: %s", type(exc).__name__)
+            return False
+
+    async def _mark_seen(self, msg: InboundMessage) -> None:
+        """Claimed only after the commit, so a message that was not kept is never taken for a duplicate."""
+        if not msg.message_id:
+            return
+        try:
+            await self.coordinator.claim(self._dedupe_key(msg), DUPLICATE_TTL_S)
+        except Exception as exc:  # noqa: BLE001 - only the fast path is lost
+            log.warning("duplicate fast path not recorded: %s", type(exc).__name__)
+
+    @staticmethod
+    def _dedupe_key(msg: InboundMessage) -> str:
+        return f"{msg.channel}:{msg.sender_id}:{msg.message_id}"
 
     async def _take_in(self, msg: InboundMessage) -> TakenIn | None:
         """One transaction: find or start the conversation, keep the message, release the replies
@@ -210,15 +268,17 @@ class Router:
 
     async def accept(self, msg: InboundMessage) -> Conversation | None:
         """Keep a message from a channel that must be acknowledged at once (WeChat, SMS callbacks);
-        None for a duplicate. Call `process` afterwards, typically in a background task."""
-        if not await self._first_time(msg):
+        None for a duplicate; NotKept when it could not be committed. Call `process` afterwards, typically in a background task."""
+        if await self._seen(msg):
             self.metrics.duplicates.labels(msg.channel).inc()
             return None
         future: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
         self._accepting.append((msg, future))
         if self._accept_writer is None or self._accept_writer.done():
             self._accept_writer = asyncio.create_task(self._write_accepted())
-        conv = await asyncio.shield(future)  # a caller that goes away must not cancel the others' batch
+        # a caller that goes away must not cancel the others' batch
+        conv = await self._keeping(msg, asyncio.shield(future))
+        await self._mark_seen(msg)
         counter = self.metrics.messages if conv is not None else self.metrics.duplicates
         counter.labels(msg.channel).inc()
         return conv
@@ -335,20 +395,18 @@ class Router:
                 )
             ).all()
         for conv_id in conv_ids:
-            async with self.sessions() as session:
-                conv = await session.get(Conversation, conv_id)
-            if conv is None:
-                continue
-            async with self._conversation_lock(conv.channel, conv.sender_id):
-                # read under the lock: another task may have answered
-                _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
-                await self._answer(conv, to_answer, delivered=False)
+            try:
+                async with self.sessions() as session:
+                    conv = await session.get(Conversation, conv_id)
+                if conv is None:
+                    continue
+                async with self._conversation_lock(conv.channel, conv.sender_id):
+                    # read under the lock: another task may have answered
+                    _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
+                    await self._answer(conv, to_answer, delivered=False)
+            except Exception as exc:  # noqa: BLE001 - one conversation must not stop the others' recovery
+                log.error("recovering conversation %s failed (%s); the others go on", conv_id, type(exc).__name__)
         return len(conv_ids)
-
-    async def _first_time(self, msg: InboundMessage) -> bool:
-        if not msg.message_id:
-            return True
-        return await self.coordinator.claim(f"{msg.channel}:{msg.sender_id}:{msg.message_id}", DUPLICATE_TTL_S)
 
     def _conversation_lock(self, channel: str, sender_id: str):  # noqa: ANN202 - an async context manager
         return self.coordinator.lock(f"conv:{channel}:{sender_id}")
@@ -362,9 +420,44 @@ class Router:
         received = [r for r in to_answer if r.status == "received"]
         for row in received:
             behind = first_pending is not None and first_pending < row.id
-            replies += await self._route(conv, row, row.text, delivered=delivered, behind_pending=behind,
-                                         standing=standing if len(received) == 1 else None)
+            replies += await self._isolated(
+                conv, row, self._route(conv, row, row.text, delivered=delivered, behind_pending=behind,
+                                       standing=standing if len(received) == 1 else None),
+                delivered=delivered,
+            )
         return replies
+
+    async def _isolated(
+        self, conv: Conversation, inbound: Message, step: Awaitable[list[Reply]], *, delivered: bool
+    ) -> list[Reply]:
+        """One message's answer; when it raises (a payload of the wrong shape, a bug), the message is
+        not answered again forever nor allowed to stop the others: after MAX_ATTEMPTS it is "failed"
+        and the citizen gets an apology. BotUnavailable is not a failure of the message."""
+        try:
+            return await step
+        except (BotUnavailable, NotKept):
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolated here, logged without text or parameters
+            return await self._failed_attempt(conv, inbound, exc, delivered=delivered)
+
+    async def _failed_attempt(
+        self, conv: Conversation, inbound: Message, exc: Exception, *, delivered: bool
+    ) -> list[Reply]:
+        attempts = int((inbound.payload or {}).get("failed_attempts", 0)) + 1
+        inbound.payload = {**(inbound.payload or {}), "failed_attempts": attempts}
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        # No exception text: it may carry the citizen's words or SQL parameters.
+        log.error("conversation %s: answering message %s failed (%s at %s:%s), attempt %d of %d",
+                  conv.id, inbound.id, type(exc).__name__, where.filename if where else "?",
+                  where.lineno if where else "?", attempts, MAX_ATTEMPTS)
+        payload = inbound.payload
+        await self.transact(lambda session: session.execute(
+            update(Message).where(Message.id == inbound.id).values(payload=payload)
+        ))
+        if attempts >= MAX_ATTEMPTS:
+            self.metrics.failed.labels(conv.channel).inc()
+            return await self._finish(conv, inbound, [Reply(FAILED_TEXT)], status="failed", delivered=delivered)
+        return [Reply(FAILING_TEXT)] if delivered else []  # kept as it was: recovery tries again
 
     @staticmethod
     def _inbound_values(conv: Conversation, msg: InboundMessage) -> dict[str, Any]:
@@ -416,14 +509,34 @@ class Router:
     async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
         """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
         last reply's buttons means that button, so the bot gets its payload, as from the web page."""
-        last = await self.transact(lambda session: session.scalar(
-            select(Message)
-            .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
-            .order_by(Message.id.desc())
-            .limit(1)
-        ))
-        offered = (last.payload or {}).get("buttons") if last is not None else None
-        return buttons.chosen_payload(text, offered, numbered=False) or text
+        return buttons.chosen_payload(text, await self._offered(conv, inbound), numbered=False) or text
+
+    async def _offered(self, conv: Conversation, inbound: Message) -> list[Any]:
+        """The buttons of the bot's last turn before `inbound` (all its replies, not only the last)."""
+        def work(session: Session) -> list[Any]:
+            last_reply_to = session.scalar(
+                select(Message.reply_to)
+                .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
+                .order_by(Message.id.desc())
+                .limit(1)
+            )
+            if last_reply_to is None:
+                return []
+            payloads = session.scalars(select(Message.payload).where(
+                Message.conversation_id == conv.id, Message.direction == "out", Message.reply_to == last_reply_to,
+                Message.id < inbound.id))
+            return [b for p in payloads for b in (p or {}).get("buttons", ())]
+        return await self.transact(work)
+
+    async def _as_citizen_text(self, conv: Conversation, inbound: Message, text: str) -> str:
+        """Rasa reads a message starting with "/" as an intent (with entities and a confidence),
+        skipping the model and the screening. Only the exact payload of a button the bot just offered
+        in this conversation goes through as one; anything else typed is sent as words."""
+        if not text.startswith("/"):
+            return text
+        if any(isinstance(b, dict) and b.get("payload") == text for b in await self._offered(conv, inbound)):
+            return text
+        return text.lstrip("/").lstrip() or "／"
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None
@@ -432,6 +545,7 @@ class Router:
         if len(text) > self.max_text_chars:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
             text = text[: self.max_text_chars]
+        text = await self._as_citizen_text(conv, inbound, text)
         metadata = {"profile": conv.profile, "channel": conv.channel}
         with self.metrics.bot_seconds.time():
             output = await self.bot.send(bot_sender(conv), text, metadata)
@@ -579,10 +693,15 @@ class Router:
                     current = await session.get(Message, inbound.id)
                     if current is None or current.status != "pending_bot":
                         continue  # another replica took it
+                before = (current.payload or {}).get("failed_attempts", 0)
                 try:
-                    replies = await self._ask_bot(conv, inbound, inbound.text, delivered=False)
+                    replies = await self._isolated(
+                        conv, current, self._ask_bot(conv, current, current.text, delivered=False), delivered=False
+                    )
                 except BotUnavailable:
                     return done
+                if (current.payload or {}).get("failed_attempts", 0) != before and not replies:
+                    continue  # failed this time; tried again next pass, at most MAX_ATTEMPTS times
             done += 1
             pushed = self.notify is not None and await self.notify(conv.channel, conv.sender_id, replies)
             if pushed:

@@ -41,7 +41,8 @@ class Message(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     text: Mapped[str] = mapped_column(Text, default="")
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    # in: received → done | pending_bot (bot unreachable, retried) ; out: queued → delivered
+    # in: received → done | pending_bot (bot unreachable, retried) | failed (raised MAX_ATTEMPTS times,
+    # payload.failed_attempts counts) ; out: queued → delivered
     status: Mapped[str] = mapped_column(String(16), index=True)
     reply_to: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -19,11 +19,21 @@ def _sqlite_file(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
 
 
+def _sqlite_timeout(url: URL) -> float:
+    """How long a SQLite writer waits for another's lock: 30 s, or the URL's `?timeout=` (tests of a
+    locked database should not wait half a minute)."""
+    return float(url.query.get("timeout", 30))  # type: ignore[arg-type]
+
+
 def make_engine(url: str) -> AsyncEngine:
     sqlite = make_url(url).get_backend_name() == "sqlite"
     # A SQLite file has no server connection to go stale: no pre-ping round trip on every checkout.
-    kwargs: dict[str, object] = {"connect_args": {"timeout": 30}, "pool_use_lifo": True} if sqlite else {"pool_pre_ping": True}
-    engine = create_async_engine(url, **kwargs)
+    kwargs: dict[str, object] = (
+        {"connect_args": {"timeout": _sqlite_timeout(make_url(url))}, "pool_use_lifo": True}
+        if sqlite else {"pool_pre_ping": True}
+    )
+    # Errors never quote their SQL parameters (a citizen's phone, ID number, words) into logs.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if _sqlite_file(make_url(url)):
         event.listen(engine.sync_engine, "connect", _sqlite_wal)
     return engine
@@ -66,7 +76,10 @@ class UnitOfWork:
         self._thread: ThreadPoolExecutor | None = None
         engine: AsyncEngine = sessions.kw["bind"]
         if _sqlite_file(engine.url):
-            sync_engine = create_engine(engine.url.set(drivername="sqlite"), connect_args={"timeout": 30})
+            sync_engine = create_engine(
+                engine.url.set(drivername="sqlite"), connect_args={"timeout": _sqlite_timeout(engine.url)},
+                hide_parameters=True,
+            )
             event.listen(sync_engine, "connect", _sqlite_wal)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-unit-of-work")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 import uuid
 
 import aiohttp
@@ -9,7 +12,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from gateway.coordination import RedisCoordinator
+from gateway.coordination import LocalCoordinator, RedisCoordinator
 from storage.conversations import Message
 from tests.conftest import Chat, gateway_client, router_of, settings_for
 
@@ -32,6 +35,9 @@ async def stored_inbound(client) -> list[Message]:  # noqa: ANN001
         (b'{"sender": "a b<script>", "message": "hi"}', 400, "sender"),
         (b'{"sender": "a", "message": 5}', 400, "message must be a string"),
         (b'{"sender": "a", "message": "x", "metadata": []}', 400, "metadata"),
+        (b"[" * 30_000 + b"]" * 30_000, 400, "nested too deeply"),
+        (b'{"sender": "a", "message": "\\ud800 \xe8\xb7\xaf\xe7\x81\xaf"}', 400, "lone surrogate"),
+        (b'{"sender": "a", "message": "hi", "message_id": "\\udfff"}', 400, "lone surrogate"),
     ],
 )
 async def test_malformed_requests(offline_gateway, body: bytes, status: int, error: str) -> None:
@@ -45,6 +51,72 @@ async def test_body_over_the_limit_is_refused_unread(offline_gateway) -> None:
     resp = await offline_gateway.post(URL, data=b'{"sender":"a","message":"' + b"x" * 70_000 + b'"}')
     assert resp.status == 413
     assert await stored_inbound(offline_gateway) == []
+
+
+async def raw_post(client, head: bytes, parts: list[bytes], pause: float = 0.3) -> tuple[int, bytes]:  # noqa: ANN001
+    """POST over a raw socket, the body written in `parts` with a pause between: TCP as it arrives."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(pause)
+        response = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def chunked(pieces: list[bytes]) -> list[bytes]:
+    return [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+
+
+async def test_body_split_over_two_writes_is_read_whole(offline_gateway) -> None:
+    body = json.dumps({"sender": "split", "message": "小区路灯坏了", "message_id": "split-1"}).encode()
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (URL.encode(), len(body)))
+    status, answer = await raw_post(offline_gateway, head, [body[:20], body[20:]])
+    assert status == 200, answer
+    assert [r.text for r in await stored_inbound(offline_gateway)] == ["小区路灯坏了"]
+
+
+async def test_chunked_body_in_pieces_is_read_whole(offline_gateway) -> None:
+    body = json.dumps({"sender": "chunks", "message": "噪音扰民", "message_id": "chunks-1"}).encode()
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" % URL.encode())
+    status, answer = await raw_post(offline_gateway, head, chunked([body[:15], body[15:]]))
+    assert status == 200, answer
+    assert [r.text for r in await stored_inbound(offline_gateway)] == ["噪音扰民"]
+
+
+async def test_chunked_body_over_the_limit_gets_413(offline_gateway) -> None:
+    """10 MB chunked (no Content-Length to refuse up front) is refused as too large, not as bad JSON."""
+    piece = b"x" * (256 * 1024)
+    body = [b'{"sender":"big","message":"'] + [piece] * 40 + [b'"}']
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" % URL.encode())
+    status, answer = await raw_post(offline_gateway, head, chunked(body), pause=0.01)
+    assert status == 413, answer
+    assert await stored_inbound(offline_gateway) == []
+
+
+async def test_websocket_refuses_bad_frames_and_goes_on(offline_gateway) -> None:
+    ws = await offline_gateway.ws_connect("/ws?sender=ws-edge")
+    for frame, error in [
+        ("[" * 30_000 + "]" * 30_000, "nested too deeply"),
+        ('{"text": "\\ud800"}', "lone surrogate"),
+        (json.dumps({"text": "hi", "message_id": "x" * 129}), "1-128"),
+    ]:
+        await ws.send_str(frame)
+        answer = await asyncio.wait_for(ws.receive_json(), 10)
+        assert answer["type"] == "error" and error in answer["error"]
+    await ws.send_json({"text": "小区停水了", "message_id": "edge-1"})
+    answer = await asyncio.wait_for(ws.receive_json(), 10)
+    assert answer["type"] == "reply" and "已保存" in answer["text"]
+    await ws.close()
+    assert [r.text for r in await stored_inbound(offline_gateway)] == ["小区停水了"]
 
 
 async def test_empty_message_gets_a_prompt(offline_gateway) -> None:
@@ -116,6 +188,27 @@ async def test_bot_outage_keeps_messages_and_answers_when_back(tmp_path, rasa_ur
         await proxy.runner.cleanup()
 
 
+async def test_in_process_dedupe_stays_fast_with_many_ids() -> None:
+    """100,000 live ids: each claim costs about what the first did (no sweep of all of them)."""
+    coordinator = LocalCoordinator()
+    for i in range(100_000):
+        assert await coordinator.claim(f"web:s:{i}", 3600)
+    started = time.perf_counter()
+    for i in range(100_000, 102_000):
+        assert await coordinator.claim(f"web:s:{i}", 3600)
+    assert time.perf_counter() - started < 1.0  # a sweep per claim: ~6 ms each, 12 s here
+    assert not await coordinator.claim("web:s:5", 3600) and await coordinator.seen("web:s:5")
+
+
+async def test_in_process_claims_expire() -> None:
+    coordinator = LocalCoordinator()
+    assert await coordinator.claim("short", 0) and await coordinator.claim("long", 3600)
+    assert await coordinator.claim("short", 3600)  # expired: taken again
+    assert not await coordinator.claim("long", 3600)
+    assert await coordinator.claim_value("nonce", "a", 3600) == "a"
+    assert await coordinator.claim_value("nonce", "b", 3600) == "a"
+
+
 async def test_redis_coordination_across_replicas(redis_url) -> None:
     """Two replicas sharing Redis: a message id is claimed once; a conversation lock excludes the other."""
     a, b = RedisCoordinator(redis_url), RedisCoordinator(redis_url)
@@ -123,6 +216,10 @@ async def test_redis_coordination_across_replicas(redis_url) -> None:
     try:
         assert await a.claim(key, 60) is True
         assert await b.claim(key, 60) is False
+        # A nonce taken with one body: every replica reads back the first body's digest.
+        assert await a.claim_value(f"{key}:nonce", "body-1", 60) == "body-1"
+        assert await b.claim_value(f"{key}:nonce", "body-2", 60) == "body-1"
+        assert await b.claim_value(f"{key}:nonce", "body-1", 60) == "body-1"
         order: list[str] = []
         async with a.lock("conv:x", timeout_s=5):
             import asyncio

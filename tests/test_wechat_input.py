@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -69,7 +70,17 @@ async def test_url_verification_returns_echostr_as_is(gw: TestClient) -> None:
     assert (await gw.get("/wechat/mini", params=query | {"echostr": ""})).status == 400
 
 
-async def test_official_plaintext_and_secure_json_posts_are_acknowledged_and_kept(gw: TestClient) -> None:
+@pytest.fixture
+async def gw_2024(tmp_path: Path, wechat_api: WeChatAPIServer) -> AsyncIterator[TestClient]:
+    """A gateway that takes the official vectors' 2024 timestamps as fresh (a window of ~30 years)."""
+    settings = settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", wechat_apps=apps_setting(),
+                            wechat_api_base=wechat_api.url, outbox_interval_s=0.2, wechat_max_skew_s=10**9)
+    async with gateway_client(settings) as client:
+        yield client
+
+
+async def test_official_plaintext_and_secure_json_posts_are_acknowledged_and_kept(gw_2024: TestClient) -> None:
+    gw = gw_2024
     plain = json.dumps({"ToUserName": "gh_97417a04a28d", "FromUserName": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY",
                         "CreateTime": 1714037059, "MsgType": "event", "Event": "debug_demo",
                         "debug_str": "hello world"}).encode()
@@ -232,6 +243,31 @@ async def test_retries_three_times_give_one_reply(gw: TestClient, wechat_api: We
     assert [await r.text() for r in responses] == ["success"] * 3
     assert await user.replies() == ""
     assert len([m for m in await rows(gw) if m.direction == "in"]) == 1
+
+
+async def test_a_push_signed_long_ago_is_refused(gw: TestClient, wechat_api: WeChatAPIServer) -> None:
+    user = WeChatUser(gw, wechat_api, OFFICIAL)
+    query, body = signed_push(OFFICIAL, user.fields("text", Content="路灯坏了"), timestamp=str(int(time.time()) - 3600))
+    resp = await gw.post("/wechat/oa", params=query, data=body)
+    assert resp.status == 403 and "window" in (await resp.json())["error"]
+    assert await rows(gw) == []
+
+
+@pytest.mark.parametrize("spec", [OFFICIAL, MINI], ids=["plaintext", "secure"])
+async def test_a_captured_signature_does_not_sign_another_push(gw: TestClient, wechat_api: WeChatAPIServer,
+                                                               spec) -> None:  # noqa: ANN001
+    user = WeChatUser(gw, wechat_api, spec)
+    query, body = signed_push(spec, user.fields("text", Content="路灯坏了"))
+    assert (await gw.post(f"/wechat/{spec.name}", params=query, data=body)).status == 200
+    assert (await gw.post(f"/wechat/{spec.name}", params=query, data=body)).status == 200  # WeChat's retry
+    forged_fields = user.fields("text", Content="我要撤回我的投诉")
+    if spec.mode == "plaintext":  # the signature does not cover the body: only the nonce check stops it
+        forged = (query, signed_push(spec, forged_fields)[1])
+    else:  # a secure push re-encrypted by someone holding the key, under the captured timestamp and nonce
+        forged = signed_push(spec, forged_fields, timestamp=query["timestamp"], nonce=query["nonce"])
+    resp = await gw.post(f"/wechat/{spec.name}", params=forged[0], data=forged[1])
+    assert resp.status == 403 and "nonce" in (await resp.json())["error"]
+    assert [m.text for m in await rows(gw) if m.direction == "in"] == ["路灯坏了"]
 
 
 async def test_token_is_cached_in_the_database_and_refreshed_on_42001_and_40001(

@@ -185,11 +185,17 @@ class SlowBot:
         self.in_flight = 0
         self.max_in_flight = 0
         self.messages: list[str] = []  # in the order they reached the bot
+        self.outputs: dict[str, Any] = {}  # message text → what to answer instead (a poison output)
+        self.down = False  # answers 502, as Rasa behind a proxy that lost it
 
     async def webhook(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.down:
+            return web.Response(status=502, text="bot down")
         self.calls += 1
         self.messages.append(body["message"])
+        if body["message"] in self.outputs:
+            return web.json_response(self.outputs[body["message"]])
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -24,6 +24,7 @@ from channels.wechat.config import WeChatApp
 from channels.wechat.models import WeChatToken
 from common import buttons
 from gateway.coordination import Coordinator
+from gateway.http import read_capped
 from storage.base import utcnow
 from storage.media import Media
 from storage.outbox import OutboxItem, SendResult
@@ -290,8 +291,8 @@ class MediaFetcher:
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
             if resp.content_length is not None and resp.content_length > MAX_MEDIA_BYTES:
                 raise ValueError(f"media larger than {MAX_MEDIA_BYTES} bytes")
-            data = await resp.content.read(MAX_MEDIA_BYTES + 1)
-            if len(data) > MAX_MEDIA_BYTES:
+            data = await read_capped(resp.content, MAX_MEDIA_BYTES)
+            if data is None:
                 raise ValueError(f"media larger than {MAX_MEDIA_BYTES} bytes")
             content_type = resp.content_type or "application/octet-stream"
         if content_type in ("application/json", "text/plain"):

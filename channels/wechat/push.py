@@ -7,13 +7,19 @@ A push is verified, parsed, stored (deduplicated by MsgId, or FromUserName + Cre
 events, across replicas) and acknowledged with `success` at once; the conversation is then queued for answering
 (gateway/answering.py) and the replies leave through the outbox as customer-service messages. WeChat retries a push
 it got no answer to within 5 s, so the answer must never wait for the bot.
+
+The signature covers only timestamp and nonce (not the body, in plaintext mode), so a captured query
+would sign any body: the timestamp must be within `wechat_max_skew_s` of our clock, and a nonce is
+taken with one body only (WeChat's retries of the same push carry the same body and pass).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from sqlalchemy import select
@@ -31,8 +37,8 @@ from channels.wechat.api import (
     media_fetches,
 )
 from channels.wechat.config import WeChatApp, load_apps
-from channels.wechat.protocol import PushError, check_url_signature, open_push, to_inbound
-from common.messages import Reply
+from channels.wechat.protocol import Forbidden, PushError, check_url_signature, open_push, to_inbound
+from common.messages import NotKept, Reply
 from gateway.config import Settings
 from gateway.http import json_error, read_limited
 from storage.conversations import Conversation
@@ -53,6 +59,8 @@ class WeChatChannel:
     def __init__(self, settings: Settings) -> None:
         self.apps: dict[str, WeChatApp] = load_apps(settings.wechat_apps)  # a bad configuration stops the start
         self.max_body = settings.max_body_bytes
+        self.max_skew_s = settings.wechat_max_skew_s
+        self.now: Callable[[], float] = time.time
         self._intake: Intake | None = None
         self._context: ChannelContext | None = None
         self._store: TokenStore | None = None
@@ -119,6 +127,7 @@ class WeChatChannel:
             check_url_signature(app.token, request.query)  # before reading the body: forgeries cost nothing
             raw = await read_limited(request, self.max_body)
             msg = to_inbound(app, open_push(app, request.query, raw))
+            await self._once(app, request.query, raw)
         except PushError as exc:
             log.warning("wechat %s: push refused (%d): %s", app.name, exc.status, exc.reason)
             return json_error(exc.status, exc.reason)
@@ -130,6 +139,27 @@ class WeChatChannel:
             prepare = (lambda: self._queue_media(app, conv, media_ids)) if media_ids else None
             self.intake.answer_later(conv, prepare)
         return web.Response(text="success")
+
+    async def _once(self, app: WeChatApp, query: Mapping[str, str], raw: bytes) -> None:
+        """Refuse a replay: a timestamp outside the window, or a nonce already taken with another body."""
+        assert self._context is not None
+        try:
+            signed_at = int(query["timestamp"])
+        except ValueError as exc:
+            raise Forbidden("timestamp must be a number of seconds") from exc
+        if abs(self.now() - signed_at) > self.max_skew_s:
+            raise Forbidden("timestamp outside the accepted window (a replay, or a clock off)")
+        key = f"wechat-nonce:{app.name}:{signed_at}:{query['nonce']}"
+        ttl = min(2 * self.max_skew_s + 60, 7 * 24 * 3600)
+        coordinator = self._context.coordinator
+        digest = hashlib.sha256(raw).hexdigest()
+        try:  # one atomic claim of the nonce with the body: retries racing their original agree
+            first = await coordinator.claim_value(key, digest, ttl)
+        except Exception as exc:  # coordination down: refuse for now, WeChat retries
+            log.warning("wechat %s: nonce check unavailable (%s)", app.name, type(exc).__name__)
+            raise NotKept from exc
+        if first != digest:
+            raise Forbidden("nonce already used with another body (a replay)")
 
     async def _queue_media(self, app: WeChatApp, conv: Conversation, media_ids: list[str]) -> None:
         """Before answering: queue the fetch of any picture or voice note (WeChat keeps them 3 days)."""
