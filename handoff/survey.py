@@ -32,7 +32,7 @@ from handoff.deadlines import due_date
 from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder
 from handoff.ratings import BAD, close_defaulted, consequence
 from handoff.revisits import flag_revisit
-from handoff.survey_replies import ACTIVE, SurveyReplies
+from handoff.survey_replies import ACTIVE, ForTheBot, SurveyReplies, record_default
 from handoff.survey_schedule import next_allowed, survey_text
 from profiles import Profile
 from profiles import load as load_profile
@@ -186,9 +186,9 @@ class SurveyService:
             await flag_revisit(session, f"survey-failed:{survey_id}", "survey_sms_failed", survey.work_order_id,
                                survey.phone, f"回访短信未送达：{why}"[:500])
 
-    async def handle_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
+    async def handle_reply(self, session: AsyncSession, phone: str, text: str) -> bool | ForTheBot:
         """An SMS that answers a survey (or opts out) is taken here, in the caller's transaction;
-        False: it is a message for the bot (handoff/survey_replies.py)."""
+        False: it is a message for the bot; ForTheBot: a held reply is (handoff/survey_replies.py)."""
         return await self.replies.handle(session, phone, text, self.clock())
 
     async def apply_defaults(self, now: dt.datetime) -> int:
@@ -224,6 +224,9 @@ class SurveyService:
                         )
                     ).all()
                     total += len(owned)
+                    for survey in (await session.scalars(select(Survey).where(
+                            Survey.id.in_([survey_id for survey_id, _ in owned])))).all():
+                        await record_default(session, survey, now)
                     if rating in BAD:  # unusual, but a profile may say so: the full unsatisfied path
                         for survey_id, _ in owned:
                             survey = await session.get(Survey, survey_id)
@@ -234,9 +237,6 @@ class SurveyService:
                         continue
                     await close_defaulted(session, owned, rating, now)
                 await session.commit()
-
-
-
 
 
 def with_survey(profile: Profile, **changes: Any) -> Profile:

@@ -91,8 +91,10 @@ class SmsPolicy(Protocol):
         """The time SMS records are stamped with (the survey's clock, so tests control both)."""
         ...
 
-    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
-        """Offered every uplink first, in the caller's transaction; True: it was an answer to us, not for the bot."""
+    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool | str:
+        """Offered every uplink first, in the caller's transaction. True: it was an answer to us, not
+        for the bot; False: it is for the bot; a string: the bot gets that earlier message of the
+        citizen's instead (they said a reply we held was meant for the bot)."""
         ...
 
     async def refuse(self, phone: str, item: OutboxItem) -> str | None:
@@ -118,7 +120,7 @@ class NoPolicy:
     def clock(self) -> dt.datetime:
         return utcnow()
 
-    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
+    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool | str:
         return False
 
     async def refuse(self, phone: str, item: OutboxItem) -> str | None:
@@ -266,7 +268,8 @@ class SmsChannel:
         async with self.sessions() as session:
             if await session.scalar(select(InboxKey.id).where(InboxKey.source == source, InboxKey.key == key)):
                 return "duplicate"
-            if await self.policy.take_reply(session, phone, text):
+            taken = await self.policy.take_reply(session, phone, text)
+            if taken is True:
                 session.add(InboxKey(source=source, key=key, payload={"route": "survey"}))
                 try:
                     await session.commit()
@@ -275,7 +278,9 @@ class SmsChannel:
                     return "duplicate"
                 self.intake.wake_outbox()
                 return "survey"
-            await session.rollback()
+            await session.commit()  # what the policy noted (a question it asked lapsed) stands
+            if isinstance(taken, str):  # "不是": the reply held back for the survey's question is the bot's
+                text = taken
         text = await self._button_payload(phone, text)
         conv = await self.intake.accept(InboundMessage(NAME, phone, text, message_id=key))
         async with self.sessions() as session:
