@@ -28,7 +28,7 @@ from handoff.survey_parse import parse_reply
 from handoff.survey_schedule import short_number
 from profiles import Profile
 from storage.conversations import Conversation, Message
-from storage.outbox import enqueue
+from storage.outbox import OutboxItem, enqueue
 
 ACTIVE = ("queued", "open")  # the citizen can answer
 LATE_DAYS = 7  # a reply this long after the window is still matched to the survey (and answered)
@@ -213,18 +213,17 @@ class SurveyReplies:
 
     @staticmethod
     async def _bot_asked_last(session: AsyncSession, phone: str, targets: list[_Target]) -> bool:
-        """True when the bot offered choices by SMS after the latest survey SMS to this phone: an
-        unreadable reply is then for the bot, not a survey reply to clarify."""
-        asked = await session.scalar(
-            select(func.max(Message.created_at))
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Conversation.channel == "sms", Conversation.sender_id == phone, Message.direction == "out",
-                   Message.payload.is_not(None))
+        """True when the bot's SMS to this phone went out after the latest survey SMS: an unreadable
+        reply is then for the bot, not a survey reply to clarify. Outbox ids order the two, whatever
+        clocks stamped them."""
+        survey_sms = await session.scalar(
+            select(func.max(OutboxItem.id)).where(OutboxItem.dedupe_key.in_([f"survey:{t.survey.id}" for t in targets]))
         )
-        if asked is None:
-            return False
-        latest = max(lifecycle.aware(t.survey.sent_at or t.survey.send_at) for t in targets)
-        return lifecycle.aware(asked) > latest
+        bot_sms = await session.scalar(
+            select(func.max(OutboxItem.id)).where(OutboxItem.channel == "sms", OutboxItem.recipient == phone,
+                                                  OutboxItem.conversation_id.is_not(None))
+        )
+        return bot_sms is not None and (survey_sms is None or bot_sms > survey_sms)
 
     def _answerable(self, survey: Survey, now: dt.datetime) -> bool:
         in_window = survey.due_at is None or lifecycle.aware(survey.due_at) > now

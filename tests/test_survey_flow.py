@@ -18,6 +18,7 @@ from handoff.survey import with_survey
 from profiles import load
 from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
+from storage.outbox import enqueue
 from tests.sms_gateway import Clock, SmsGateway, morning, sms_gateway
 from tests.sms_provider_servers import AlibabaServer, alibaba_report, alibaba_up
 
@@ -414,9 +415,14 @@ async def bot_offers_choices(gw: SmsGateway, phone: str = PHONE) -> None:
             conv = Conversation(channel="sms", sender_id=phone, profile="jiyuan", state="bot")
             session.add(conv)
             await session.flush()
-        session.add(Message(conversation_id=conv.id, direction="out", text="请核对您的投诉信息", status="outbox",
-                            created_at=gw.clock(), payload={"buttons": CONFIRM}))
+        out = Message(conversation_id=conv.id, direction="out", text="请核对您的投诉信息", status="outbox",
+                      created_at=gw.clock(), payload={"buttons": CONFIRM})
+        session.add(out)
+        await session.flush()
+        enqueue(session, channel="sms", recipient=phone, body={"text": out.text, "buttons": CONFIRM},
+                dedupe_key=f"message:{out.id}", conversation_id=conv.id, message_id=out.id, not_before=gw.clock())
         await session.commit()
+    await gw.deliver()
 
 
 async def to_the_bot(gw: SmsGateway) -> list[str]:
