@@ -415,7 +415,8 @@ class Router:
 
     async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
         """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
-        last reply's buttons means that button, so the bot gets its payload, as from the web page."""
+        last reply's buttons, or its number, means that button, so the bot gets its payload, as from
+        the web page; the message keeps what the citizen wrote, for the transcript."""
         last = await self.transact(lambda session: session.scalar(
             select(Message)
             .where(Message.conversation_id == conv.id, Message.direction == "out", Message.id < inbound.id)
@@ -423,7 +424,7 @@ class Router:
             .limit(1)
         ))
         offered = (last.payload or {}).get("buttons") if last is not None else None
-        return buttons.chosen_payload(text, offered, numbered=False) or text
+        return buttons.chosen_payload(text, offered, numbered=True) or text
 
     async def _ask_bot(
         self, conv: Conversation, inbound: Message, text: str, *, delivered: bool = True, warning: str | None = None

@@ -87,10 +87,14 @@ async def test_a_whole_intake_by_sms(tmp_path: Path, rasa_url: str, provider: Al
         assert "天坛路" in summary and "本机号码" in summary and "请回复：1确认提交、2修改、3取消" in summary
         receipt = await sms_turn(gw, provider, phone, "1", 3)  # the first choice, by its number
         assert re.search(r"工单号：JY\d{14}", receipt), receipt
+        assert "已按匿名受理" in receipt and "保密" not in receipt  # 匿名: no name recorded, nothing more promised
         assert all(len(s.text) + len("【济源12345】") <= 70 for s in provider.sent)
         async with gw.surveys.sessions() as session:
             order = await session.scalar(select(WorkOrder))
         assert order is not None and (order.channel, order.contact_phone) == ("sms", phone)
+        assert (order.anonymous, order.contact_name, order.confidential) == (True, None, False)
+        said = [line["text"] for line in order.transcript if line["from"] == "citizen"]
+        assert said[-2:] == ["匿名", "1"] and not any(t.startswith("/") for t in said)  # what the citizen wrote
 
 
 async def test_a_citizen_rates_unsatisfied_while_a_new_intake_is_open(

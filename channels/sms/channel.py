@@ -38,7 +38,6 @@ from gateway.config import Settings
 from gateway.http import json_error_exception, read_limited
 from gateway.logs import redact
 from storage.base import utcnow
-from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
 from storage.outbox import OutboxItem, Sender, SendResult
 
@@ -281,7 +280,6 @@ class SmsChannel:
             await session.commit()  # what the policy noted (a question it asked lapsed) stands
             if isinstance(taken, str):  # "不是": the reply held back for the survey's question is the bot's
                 text = taken
-        text = await self._button_payload(phone, text)
         conv = await self.intake.accept(InboundMessage(NAME, phone, text, message_id=key))
         async with self.sessions() as session:
             session.add(InboxKey(source=source, key=key, payload={"route": "bot"}))
@@ -291,19 +289,6 @@ class SmsChannel:
             return "duplicate"
         self.intake.answer_later(conv)
         return "bot"
-
-    async def _button_payload(self, phone: str, text: str) -> str:
-        """The last reply offered choices (确认提交/修改/取消): a title or its number selects it."""
-        async with self.sessions() as session:
-            last = await session.scalar(
-                select(Message)
-                .join(Conversation)
-                .where(Conversation.channel == NAME, Conversation.sender_id == phone, Message.direction == "out")
-                .order_by(Message.id.desc())
-                .limit(1)
-            )
-        offered = (last.payload or {}).get("buttons") if last is not None else None
-        return buttons.chosen_payload(text, offered, numbered=True) or text
 
     async def report(self, provider: str, provider_id: str, ok: bool, error: str, key: str) -> str:
         """A delivery report: update the SMS record; the policy hears of a failed delivery."""
