@@ -84,11 +84,15 @@ async def test_a_whole_intake_by_sms(tmp_path: Path, rasa_url: str, provider: Al
         # The sender's number is the contact: never asked on SMS.
         assert "投诉" in first and "联系电话" not in first and "称呼" in first
         summary = await sms_turn(gw, provider, phone, "匿名", 2)
-        assert "天坛路" in summary and "本机号码" in summary and "请回复：1确认提交、2修改、3取消" in summary
+        assert "天坛路" in summary and "本机号码" in summary and "回复1确认提交，2修改，3取消" in summary
+        assert "请点" not in summary  # nothing can be tapped on SMS
         receipt = await sms_turn(gw, provider, phone, "1", 3)  # the first choice, by its number
         assert re.search(r"工单号：JY\d{14}", receipt), receipt
         assert "已按匿名受理" in receipt and "保密" not in receipt  # 匿名: no name recorded, nothing more promised
         assert all(len(s.text) + len("【济源12345】") <= 70 for s in provider.sent)
+        # The SMS the whole intake took: 2 to ask (kind, name), 3 for the summary with its choices, 2 for
+        # the receipt. A "请点…" line or a contact question would each cost one more.
+        assert len(provider.sent) <= 7, [s.text for s in provider.sent]
         async with gw.surveys.sessions() as session:
             order = await session.scalar(select(WorkOrder))
         assert order is not None and (order.channel, order.contact_phone) == ("sms", phone)

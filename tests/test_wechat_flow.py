@@ -64,7 +64,7 @@ async def intake(user: WeChatUser, *, with_photo: bool = False) -> str:
     assert "称呼" in await user.say("我的手机是 138 0000 1234")
     summary = await user.say("匿名")
     assert "天坛路" in summary and "138****1234" in summary and "13800001234" not in summary
-    assert summary.endswith("请回复：确认提交 / 修改 / 取消")
+    assert summary.endswith("回复1确认提交，2修改，3取消") and "请点" not in summary  # nothing to tap
     receipt = await user.say("确认提交")  # a button title, typed: the bot gets the button's payload
     number = re.search(r"工单号：(JY\d{14})", receipt)
     assert number, receipt

@@ -79,7 +79,7 @@ def make_provider(settings: Settings) -> SmsProvider:
 
 def render(body: dict[str, Any]) -> str:
     """SMS has no buttons: their titles, numbered, become what to reply."""
-    return buttons.as_text(str(body.get("text", "")).strip(), body.get("buttons"), numbered=True)
+    return buttons.as_text(str(body.get("text", "")).strip(), body.get("buttons"))
 
 
 class SmsPolicy(Protocol):

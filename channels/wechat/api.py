@@ -164,9 +164,9 @@ class AccessTokens:
 
 
 def render(body: dict[str, Any]) -> str:
-    """Customer-service text cannot carry buttons: their titles become a line the citizen can answer
-    with (the router maps a reply equal to a title back to the button's payload)."""
-    return buttons.as_text(str(body.get("text", "")), body.get("buttons"), numbered=False)
+    """Customer-service text cannot carry buttons: they become a numbered line the citizen can answer
+    with (the router maps a number or a title back to the button's payload)."""
+    return buttons.as_text(str(body.get("text", "")), body.get("buttons"), own_line=True)
 
 
 class WeChatSender:
