@@ -116,10 +116,13 @@ class Router:
         outbox_channels: Iterable[str] = (),
         notify: Notify | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         """`outbox_channels`: channels that answer later through the outbox (WeChat, SMS) rather than
         in the HTTP response; `notify`: pushes replies produced later (the web page's WebSocket);
-        `on_enqueued`: wakes the outbox worker after a commit that queued replies."""
+        `on_enqueued`: wakes the outbox worker after a commit that queued replies; `clock`: the app's
+        time for work orders and queued replies (the outbox and the survey read the same one)."""
+        self.clock = clock
         self.sessions = sessions
         self.bot = bot
         self.coordinator = coordinator
@@ -320,7 +323,7 @@ class Router:
             offered = list((row.payload or {}).get("buttons", ()))
             enqueue(session, channel=conv.channel, recipient=conv.sender_id,
                     body={"text": RESENT_PREFIX + row.text, "buttons": offered},
-                    conversation_id=conv.id, message_id=row.id)
+                    conversation_id=conv.id, message_id=row.id, not_before=self.clock())
         return []
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
@@ -462,7 +465,7 @@ class Router:
                 fields = {**fields, "phone": conv.sender_id}  # the bot never asks an SMS sender for a number
             try:
                 receipt = await create_from_intake(
-                    self.transact, fields, profile, channel=conv.channel, conversation_id=conv.id
+                    self.transact, fields, profile, channel=conv.channel, conversation_id=conv.id, now=self.clock()
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
@@ -516,6 +519,8 @@ class Router:
             for reply in replies
         ]
 
+        now = self.clock()
+
         def work(session: Session) -> None:  # bulk statements: no ORM unit of work per reply
             session.execute(update(Message).where(Message.id == inbound.id).values(**values))
             if rows and via_outbox:
@@ -529,6 +534,7 @@ class Router:
                         dedupe_key=f"message:{out_id}",
                         conversation_id=conv.id,
                         message_id=out_id,
+                        not_before=now,
                     )
             elif rows:
                 session.execute(insert(Message), rows)

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from gateway.app import SETTINGS
+from gateway.config import ROOT
 from handoff.deadlines import due_date
 from handoff.lifecycle import aware
 from handoff.models import SmsOptOut, Survey, WorkOrderEvent
@@ -19,8 +25,17 @@ from profiles import load
 from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
 from storage.outbox import enqueue
-from tests.sms_gateway import Clock, SmsGateway, morning, sms_gateway
-from tests.sms_provider_servers import AlibabaServer, alibaba_report, alibaba_up
+from tests.sms_gateway import (
+    BEFORE_NATIONAL_DAY,
+    BEFORE_SPRING_FESTIVAL,
+    MAKE_UP_SATURDAY,
+    TZ,
+    Clock,
+    SmsGateway,
+    morning,
+    sms_gateway,
+)
+from tests.sms_provider_servers import KEY_ID, KEY_SECRET, AlibabaServer, alibaba_report, alibaba_up
 
 PHONE = "13800001234"
 OK = {"code": 0, "msg": "成功"}
@@ -322,6 +337,28 @@ async def test_provider_outage_loses_nothing(gw: SmsGateway, provider: AlibabaSe
     assert survey.status == "open" and aware(survey.sent_at) == gw.clock()
 
 
+@pytest.mark.parametrize(("replied_on", "last_quiet", "first_flagged"), [
+    (BEFORE_NATIONAL_DAY, "2026-10-08T23:00", "2026-10-09T08:00"),  # 09-29, 09-30, 10-08
+    (BEFORE_SPRING_FESTIVAL, "2026-02-24T23:00", "2026-02-25T08:00"),  # 02-13, Saturday 02-14, 02-24
+    (MAKE_UP_SATURDAY, "2026-10-14T23:00", "2026-10-15T08:00"),  # replied on a worked Saturday
+])
+async def test_holiday_weeks_count_working_days_before_a_person_phones(
+    tmp_path: Path, provider: AlibabaServer, replied_on: dt.date, last_quiet: str, first_flagged: str
+) -> None:
+    """济源: a survey SMS still not out after 3 working days goes to a person; holidays don't count,
+    make-up Saturdays do. The dates are fixed: the test means the same on every day it runs."""
+    provider.down = True
+    clock = Clock(morning(replied_on))
+    async with sms_gateway(tmp_path, provider, clock=clock) as gw:
+        number = await replied_and_surveyed(gw)
+        assert (await gw.survey(number)).status == "queued"
+        clock.now = dt.datetime.fromisoformat(last_quiet).replace(tzinfo=TZ).astimezone(dt.UTC)
+        assert (await gw.tick())["overdue"] == 0
+        clock.now = dt.datetime.fromisoformat(first_flagged).replace(tzinfo=TZ).astimezone(dt.UTC)
+        assert (await gw.tick())["overdue"] == 1
+        assert [r.reason for r in await gw.revisits()] == ["survey_overdue"]
+
+
 async def test_duplicate_callbacks_are_recorded_once_and_failed_delivery_is_flagged(
     gw: SmsGateway, provider: AlibabaServer
 ) -> None:
@@ -550,3 +587,52 @@ async def test_a_reply_held_after_the_window_keeps_the_default(gw: SmsGateway, p
     assert (survey.status, survey.rating) == ("defaulted", "basically_satisfied")
     assert "评价时间已过" in provider.texts()[-1]
     assert [r.reason for r in await gw.revisits()] == ["late_unsatisfied"]
+
+
+async def hotline(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """The `hotline` command in its own process, as an operator runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", *args, env={**os.environ, **env}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_surveys_tick_at_a_time_sends_then_defaults_exactly_once(tmp_path: Path, provider: AlibabaServer) -> None:
+    """Issue 13's "done when", as an outside integrator: `hotline surveys tick --at …` sends the survey,
+    then applies the default once; the survey view shows send_at and default_at."""
+    start = morning()  # Tuesday 2026-12-01 10:00 China time
+    async with sms_gateway(tmp_path, provider, clock=Clock(start)) as gw:
+        order = await gw.order()
+        assert order.number
+        await gw.replied(order.number)
+        resp = await gw.client.get(f"/api/tickets/{order.number}/survey", headers={"Authorization": "Bearer test-token"})
+        [view] = (await resp.json())["surveys"]
+        assert view["status"] == "scheduled" and dt.datetime.fromisoformat(view["send_at"]) == start
+        assert dt.datetime.fromisoformat(view["default_at"]) == start + dt.timedelta(hours=24)
+        settings = gw.app[SETTINGS]
+    assert provider.sent == []
+    env = {"HOTLINE_DATABASE_URL": settings.database_url, "HOTLINE_SMS_PROVIDER": "alibaba",
+           "HOTLINE_SMS_API_URL": provider.url, "HOTLINE_SMS_KEY_ID": KEY_ID, "HOTLINE_SMS_KEY_SECRET": KEY_SECRET,
+           "HOTLINE_SMS_SIGN_NAME": "济源12345", "HOTLINE_SMS_TEMPLATE_REPLY": "SMS_100001",
+           "HOTLINE_SMS_TEMPLATE_SURVEY": "SMS_100002", "HOTLINE_PROFILE": "jiyuan"}
+
+    code, _, err = await hotline("surveys", "tick", "--at", "2026-12-01T10:05:00+08:00", env=env)
+    assert code == 2 and "--ahead" in err and provider.sent == []  # a future time sends nothing unless told
+    runs = {}
+    for at in ("2026-12-01T10:05:00+08:00", "2026-12-02T10:00:00+08:00", "2026-12-02T10:06:00+08:00",
+               "2026-12-02T11:00:00+08:00"):
+        code, out, err = await hotline("surveys", "tick", "--at", at, "--ahead", env=env)
+        assert code == 0, err
+        runs[at] = json.loads(out)
+    assert [(r["sent"], r["delivered"], r["defaulted"]) for r in runs.values()] == [(1, 1, 0), (0, 0, 0), (0, 0, 1),
+                                                                                    (0, 0, 0)]
+    [survey_sms] = provider.sent
+    assert f"尾号{order.number[-4:]}" in survey_sms.text
+    async with sms_gateway(tmp_path, provider, clock=Clock(start + dt.timedelta(days=1, hours=2))) as gw:
+        survey = await gw.survey(order.number)
+        assert (survey.status, survey.rating, survey.history[-1]["reason"]) == (
+            "defaulted", "basically_satisfied", "no_reply")
+        assert aware(survey.sent_at) == start + dt.timedelta(minutes=5)
+        assert (await events(gw, order.number)).count("closed") == 1
