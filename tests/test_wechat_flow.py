@@ -82,6 +82,9 @@ async def test_mini_program_intake_in_secure_json_mode(gw: TestClient, wechat_ap
     async with router_of(gw).sessions() as session:
         statuses = (await session.scalars(select(OutboxItem.status))).all()
     assert statuses and set(statuses) == {"sent"} and len(statuses) == len(wechat_api.to(user.openid))
+    # UTF-8 as WeChat's own SDKs send it, not \uXXXX escapes
+    receipt = next(m for m in wechat_api.sent if "工单号" in m.content)
+    assert "工单号".encode() in receipt.raw and b"\\u" not in receipt.raw
     m = await metrics(gw)
     assert m[("hotline_outbox_attempts_total", (("channel", "wechat:mini"), ("outcome", "sent")))] == len(statuses)
     assert m[("hotline_turn_seconds_count", (("channel", "wechat:mini"),))] >= 4

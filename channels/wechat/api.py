@@ -214,7 +214,9 @@ class WeChatSender:
         async with self.http.post(
             f"{self.api_base}/cgi-bin/message/custom/send",
             params={"access_token": token},
-            json=payload,
+            # UTF-8, as WeChat's SDKs send it: \uXXXX escapes triple the bytes of Chinese text
+            data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            headers={"Content-Type": "application/json; charset=utf-8"},
             timeout=HTTP_TIMEOUT,
         ) as resp:
             if resp.status != 200:
