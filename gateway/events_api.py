@@ -26,7 +26,7 @@ from common.text import mask_phone
 from gateway.api import authorised, unauthorised
 from gateway.http import json_error, read_limited
 from handoff.events import WorkOrderEvents
-from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
+from handoff.lifecycle import ALLOWED, PUBLIC_EVENTS, TransitionError
 from handoff.models import Survey, WorkOrder
 from handoff.notify import sign as signature
 from handoff.ratings import LABELS
@@ -85,8 +85,9 @@ async def _apply(request: web.Request, number: str, data: dict[str, Any], source
             number, data["event"], note=data.get("note", ""), answer=data.get("answer", ""), days=data.get("days"),
             event_key=data.get("event_id"), source=source,
         )
-    except TransitionError as exc:
-        return json_error(409, str(exc))
+    except TransitionError as exc:  # the table comes with the refusal: an integrator sees what would do
+        return web.json_response({"error": str(exc), "allowed": {e: list(ALLOWED[e]) for e in PUBLIC_EVENTS}},
+                                 status=409)
     if order is None:
         return json_error(404, "no such work order")
     return web.json_response({"applied": applied, "order": order_view(order)})
