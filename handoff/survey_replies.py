@@ -48,6 +48,7 @@ ASK = "您是在评价工单尾号{short}吗？请回复“是”或“不是”
 YES = {"是", "是的", "对", "对的", "嗯", "是啊", "对啊", "是评价", "y", "yes"}
 NO = {"不是", "不", "否", "不对", "不是的", "没有", "no"}
 ASKED = "ask:"  # history meaning of a held reply: "ask:<rating>", the citizen's text beside it
+ASK_HOURS = 24  # a 是 later than this answers something else (the bot's 是/否), not our old question
 
 
 def pending_ask(survey: Survey) -> str | None:
@@ -90,7 +91,7 @@ class SurveyReplies:
         held reply is."""
         parsed = parse_reply(text)
         targets = await self._targets(session, phone, now)
-        held = next((t for t in targets if pending_ask(t.survey) is not None), None)
+        held = next((t for t in targets if _asked_lately(t.survey, now)), None)
         if held is not None:
             answer = _yes_no(text)
             if answer is not None:
@@ -355,6 +356,14 @@ async def record_default(session: AsyncSession, survey: Survey, now: dt.datetime
         await flag_revisit(session, f"unconfirmed:{survey.id}", "unconfirmed_reply", survey.work_order_id,
                            survey.phone, "市民的回复可能是评价，询问后未确认，已按默认评价，请人工核实")
     return reason
+
+
+def _asked_lately(survey: Survey, now: dt.datetime) -> bool:
+    """A held reply whose question is recent enough for a 是/不是 to answer it."""
+    if pending_ask(survey) is None:
+        return False
+    held = held_entry(survey) or {}
+    return now - dt.datetime.fromisoformat(str(held.get("at"))) <= dt.timedelta(hours=ASK_HOURS)
 
 
 def _yes_no(text: str) -> bool | None:

@@ -575,6 +575,23 @@ async def test_a_held_rating_confirmed_after_the_default_replaces_it(
     assert (await gw.survey(number)).rating == "unsatisfied"
 
 
+async def test_a_question_left_unanswered_for_a_day_is_not_answered_by_a_later_yes(
+    gw: SmsGateway, provider: AlibabaServer
+) -> None:
+    number = await replied_and_surveyed(gw)
+    await bot_offers_choices(gw)
+    await say(gw, "3", seq=1)
+    gw.clock.advance(hours=25)
+    assert (await gw.tick())["defaulted"] == 1
+    gw.clock.advance(hours=1)  # 26 hours after the question: this 是 answers something else
+    await say(gw, "是", seq=2)
+    await gw.settle()
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating, survey.defaulted) == ("defaulted", "basically_satisfied", True)
+    assert [r.reason for r in await gw.revisits()] == ["unconfirmed_reply"]  # a person asks instead
+    assert await to_the_bot(gw) == ["是"]
+
+
 async def test_a_reply_held_after_the_window_keeps_the_default(gw: SmsGateway, provider: AlibabaServer) -> None:
     number = await replied_and_surveyed(gw)
     await bot_offers_choices(gw)
