@@ -32,7 +32,7 @@ from handoff.deadlines import due_date
 from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder
 from handoff.ratings import BAD, close_defaulted, consequence
 from handoff.revisits import flag_revisit
-from handoff.survey_replies import ACTIVE, ForTheBot, SurveyReplies, record_default
+from handoff.survey_replies import ACTIVE, ForTheBot, SurveyReplies, default_note, flag_unconfirmed
 from handoff.survey_schedule import next_allowed, survey_text
 from profiles import Profile
 from profiles import load as load_profile
@@ -215,18 +215,23 @@ class SurveyService:
                 for profile_id, ids in by_profile.items():
                     profile = self.profile_for(profile_id)
                     rating = profile.survey.default_rating
-                    owned = (
+                    rows = (
                         await session.execute(
                             update(Survey)
                             .where(Survey.id.in_(ids), Survey.status == "open", Survey.due_at <= now)
                             .values(status="defaulted", rating=rating, defaulted=True, rated_at=now)
-                            .returning(Survey.id, Survey.work_order_id)
+                            .returning(Survey.id, Survey.work_order_id, Survey.history, Survey.phone)
                         )
                     ).all()
-                    total += len(owned)
-                    for survey in (await session.scalars(select(Survey).where(
-                            Survey.id.in_([survey_id for survey_id, _ in owned])))).all():
-                        await record_default(session, survey, now)
+                    total += len(rows)
+                    owned = [(survey_id, order_id) for survey_id, order_id, _, _ in rows]
+                    notes = [(row, default_note(row.history or [], now)) for row in rows]
+                    if notes:  # each default says why, in one executemany (ORM bulk UPDATE by primary key)
+                        await session.execute(update(Survey), [{"id": row.id, "history": [*(row.history or []), note]}
+                                                               for row, note in notes])
+                    for row, note in notes:
+                        if note["reason"] == "unconfirmed_reply":
+                            await flag_unconfirmed(session, row.id, row.work_order_id, row.phone)
                     if rating in BAD:  # unusual, but a profile may say so: the full unsatisfied path
                         for survey_id, _ in owned:
                             survey = await session.get(Survey, survey_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -346,16 +347,27 @@ class SurveyReplies:
                 dedupe_key=f"sms:{key}"[:128], not_before=now)
 
 
-async def record_default(session: AsyncSession, survey: Survey, now: dt.datetime) -> str:
-    """Write why a survey got the default into its history: no reply at all, or a reply held for
+def default_note(history: list[Any], now: dt.datetime) -> dict[str, Any]:
+    """Why a survey got the default, as its history records it: no reply at all, or a reply held for
     the citizen's 是 that never came (then a person asks them, as the rating may have been theirs)."""
-    reason = "unconfirmed_reply" if pending_ask(survey) is not None else "no_reply"
-    survey.history = [*survey.history, {"at": now.isoformat(), "text": "", "meaning": "default", "reason": reason}]
+    held = next((h for h in reversed(history) if not (isinstance(h, dict) and h.get("meaning") == "default")), None)
+    asked = isinstance(held, dict) and str(held.get("meaning", "")).startswith(ASKED)
+    return {"at": now.isoformat(), "text": "", "meaning": "default",
+            "reason": "unconfirmed_reply" if asked else "no_reply"}
+
+
+async def flag_unconfirmed(session: AsyncSession, survey_id: int, order_id: int, phone: str) -> None:
+    await flag_revisit(session, f"unconfirmed:{survey_id}", "unconfirmed_reply", order_id, phone,
+                       "市民的回复可能是评价，询问后未确认，已按默认评价，请人工核实")
+
+
+async def record_default(session: AsyncSession, survey: Survey, now: dt.datetime) -> None:
+    """One survey defaulted outside the batch (a reply came after its window, before the tick)."""
+    note = default_note(survey.history, now)
+    survey.history = [*survey.history, note]
     await session.execute(update(Survey).where(Survey.id == survey.id).values(history=survey.history))
-    if reason == "unconfirmed_reply":
-        await flag_revisit(session, f"unconfirmed:{survey.id}", "unconfirmed_reply", survey.work_order_id,
-                           survey.phone, "市民的回复可能是评价，询问后未确认，已按默认评价，请人工核实")
-    return reason
+    if note["reason"] == "unconfirmed_reply":
+        await flag_unconfirmed(session, survey.id, survey.work_order_id, survey.phone)
 
 
 def _asked_lately(survey: Survey, now: dt.datetime) -> bool:
