@@ -102,7 +102,7 @@ def extract_time(text: str, now: dt.datetime | None = None) -> TimeFact | None:
             continue
         if detail.get("type") in ("time_point", "time_span") and isinstance(detail.get("time"), list):
             start = dt.datetime.fromisoformat(detail["time"][0]).replace(tzinfo=CHINA_TZ)
-            return TimeFact(item["text"], start)
+            return TimeFact(_as_written(item["text"], now), start)
         if detail.get("type") == "time_delta":
             return TimeFact(f"持续{item['text']}")
     month = _relative_month(text, now)
@@ -112,6 +112,21 @@ def extract_time(text: str, now: dt.datetime | None = None) -> TimeFact | None:
         if word in text:
             return TimeFact(f"{word}（持续发生）")
     return None
+
+
+_CLAUSE_BREAK = re.compile(r"[,，。;；!！?？、\s]+")
+
+
+def _as_written(phrase: str, now: dt.datetime) -> str:
+    """The time phrase as a person wrote it: jionlp may glue the end of the clause before a comma to
+    it ("噪音很大,从11月20日开始" → "大,从11月20日开始"); clauses before the first one naming a time
+    are dropped, the rest joined without the commas."""
+    import jionlp
+
+    parts = [p for p in _CLAUSE_BREAK.split(phrase) if p]
+    while len(parts) > 1 and not jionlp.ner.extract_time(parts[0], time_base=now.timestamp()):
+        parts.pop(0)
+    return "".join(parts) or phrase
 
 
 # jionlp 1.5 parses 上个星期 and 上个月1号 but not a bare month (上个月, 这个月, 本月): fill that gap only.

@@ -9,7 +9,8 @@ from typing import Any
 from common.text import normalize
 
 Button = dict[str, str]
-PROMPT = "请回复："
+PROMPT = "回复"
+ENDS = "。？！：；，.?!:;,"  # text ending so needs no line break before the choices
 
 
 def from_rasa(raw: Any) -> tuple[Button, ...]:
@@ -25,15 +26,17 @@ def titles(buttons: Iterable[Any] | None) -> list[str]:
     return [str(b.get("title")) for b in buttons or () if isinstance(b, dict) and b.get("title")]
 
 
-def as_text(text: str, buttons: Iterable[Any] | None, *, numbered: bool) -> str:
-    """Text for a channel that cannot show buttons. Numbered (SMS, one short line): "请回复：1确认、2修改";
-    otherwise (WeChat customer-service text) the titles on a line of their own."""
+def as_text(text: str, buttons: Iterable[Any] | None, *, own_line: bool = False) -> str:
+    """Text for a channel that cannot show buttons: "回复1确认提交，2修改，3取消" after the text (SMS:
+    on the same line, every character counts; WeChat: on a line of its own). Nothing can be tapped
+    there, so the choices are numbered; the router reads a number or a title back as the button."""
     names = titles(buttons)
     if not names:
         return text
-    if numbered:
-        return text + PROMPT + "、".join(f"{i}{t}" for i, t in enumerate(names, 1))
-    return f"{text}\n\n{PROMPT}{' / '.join(names)}"
+    line = PROMPT + "，".join(f"{i}{t}" for i, t in enumerate(names, 1))
+    if own_line:
+        return f"{text}\n\n{line}"
+    return text + line if not text or text[-1] in ENDS else f"{text}\n{line}"
 
 
 def chosen_payload(reply: str, buttons: Iterable[Any] | None, *, numbered: bool) -> str | None:

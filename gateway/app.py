@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -33,6 +34,7 @@ from handoff.notify import TicketWebhookSender
 from handoff.survey import SurveyService
 from handoff.survey_sms import SurveySmsPolicy
 from profiles import load as load_profile
+from storage.base import utcnow
 from storage.db import UnitOfWork, make_engine, make_sessions
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "bot": "up" if bot_ok else "down"})
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], dt.datetime] = utcnow, background: bool = True
+) -> web.Application:
+    """`clock`: the one time the survey timers, the outbox and the SMS records read (operators'
+    `hotline surveys tick --at`, tests). `background=False`: no timer, outbox or retry loops; the
+    caller drives them."""
     settings = settings or Settings.from_env()
     profile = load_profile(settings.profile)
     if settings.ticket_webhook_url and not settings.ticket_callback_secret:
@@ -84,7 +91,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         http = aiohttp.ClientSession()
         coordinator = make_coordinator(settings.redis_url)
         app[SENDERS] = senders = {}
-        worker = OutboxWorker(sessions, senders, transact=transact, metrics=metrics)
+        worker = OutboxWorker(sessions, senders, transact=transact, metrics=metrics, clock=clock)
         app[OUTBOX] = worker
         router = Router(
             sessions,
@@ -97,10 +104,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
             outbox_channels=set().union(*(channel.outbox_channels() for channel in channels)),
             notify=_push_through(channels),
             on_enqueued=worker.wake,
+            clock=clock,
         )
         app[ROUTER] = router
         answering = Answering(router, settings.answer_concurrency)
-        surveys = SurveyService(sessions, profile, on_enqueued=worker.wake, sign_name=settings.sms_sign_name,
+        surveys = SurveyService(sessions, profile, clock=clock, on_enqueued=worker.wake,
+                                sign_name=settings.sms_sign_name,
                                 segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
         context = ChannelContext(GatewayIntake(router, answering), sessions, http, coordinator, settings, profile,
                                  outbox_max_attempts=worker.max_attempts)
@@ -115,14 +124,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
             senders[TICKET_WEBHOOK] = TicketWebhookSender(webhook_http, settings.ticket_callback_secret)
         api.setup_runtime(app, sessions, settings.api_token)
         events_api.setup_runtime(app, surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
-        survey_timers = asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s))
+        survey_timers = [asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s))] if background else []
         tasks = [
             asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
-        ]
+        ] if background else []
         yield
         await answering.close()
-        for batch in (tasks, [survey_timers]):  # survey timers last: a pass under way gets longer to finish
+        for batch in (tasks, survey_timers):  # survey timers last: a pass under way gets longer to finish
             for task in batch:
                 task.cancel()
             for task in batch:

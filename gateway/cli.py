@@ -246,6 +246,46 @@ def cmd_profile_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_surveys_tick(args: argparse.Namespace) -> int:
+    """Due survey work as of --at (send, default, flag overdue), then deliver what it queued."""
+    import datetime as dt
+
+    try:
+        at = dt.datetime.fromisoformat(args.at)
+    except ValueError:
+        print(f"error: --at {args.at!r} is not an ISO time", file=sys.stderr)
+        return 2
+    if at.tzinfo is None:
+        print("error: --at needs a UTC offset, e.g. 2026-11-28T10:00:00+08:00", file=sys.stderr)
+        return 2
+    at = at.astimezone(dt.UTC)
+    if at > dt.datetime.now(dt.UTC) and not args.ahead:
+        print(f"error: {args.at} is in the future: surveys would go out early; add --ahead to mean it",
+              file=sys.stderr)
+        return 2
+    print(json.dumps(asyncio.run(_tick_at(Settings.from_env(), at))))
+    return 0
+
+
+async def _tick_at(settings: Settings, at: Any) -> dict[str, Any]:
+    from aiohttp import web
+
+    from gateway.app import OUTBOX, create_app
+    from gateway.events_api import SURVEYS
+
+    app = create_app(settings, clock=lambda: at, background=False)
+    runner = web.AppRunner(app)
+    await runner.setup()  # storage, channels and senders, no loops: this command is the only pass
+    try:
+        counts = await app[SURVEYS].tick()
+        delivered = 0
+        while passed := await app[OUTBOX].deliver_due():
+            delivered += passed
+        return {"at": at.isoformat(), **counts, "delivered": delivered}
+    finally:
+        await runner.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     show = profile.add_parser("show", help="print a profile's rules in readable Chinese")
     show.add_argument("name")
     show.set_defaults(func=cmd_profile_show)
+    surveys = sub.add_parser("surveys", help="the satisfaction surveys").add_subparsers(dest="action", required=True)
+    tick = surveys.add_parser("tick", help="run due survey work as of a time, then deliver its SMS")
+    tick.add_argument("--at", required=True, help="ISO time with offset, e.g. 2026-11-28T10:00:00+08:00")
+    tick.add_argument("--ahead", action="store_true", help="allow a time in the future (tests, rehearsals)")
+    tick.set_defaults(func=cmd_surveys_tick)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -13,6 +13,7 @@ no-op. The answer is a masked view: handling units see what they need, not the c
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import time
@@ -25,7 +26,7 @@ from common.text import mask_phone
 from gateway.api import authorised, unauthorised
 from gateway.http import json_error, read_limited
 from handoff.events import WorkOrderEvents
-from handoff.lifecycle import PUBLIC_EVENTS, TransitionError
+from handoff.lifecycle import ALLOWED, PUBLIC_EVENTS, TransitionError
 from handoff.models import Survey, WorkOrder
 from handoff.notify import sign as signature
 from handoff.ratings import LABELS
@@ -84,8 +85,9 @@ async def _apply(request: web.Request, number: str, data: dict[str, Any], source
             number, data["event"], note=data.get("note", ""), answer=data.get("answer", ""), days=data.get("days"),
             event_key=data.get("event_id"), source=source,
         )
-    except TransitionError as exc:
-        return json_error(409, str(exc))
+    except TransitionError as exc:  # the table comes with the refusal: an integrator sees what would do
+        return web.json_response({"error": str(exc), "allowed": {e: list(ALLOWED[e]) for e in PUBLIC_EVENTS}},
+                                 status=409)
     if order is None:
         return json_error(404, "no such work order")
     return web.json_response({"applied": applied, "order": order_view(order)})
@@ -132,7 +134,8 @@ async def post_callback(request: web.Request) -> web.Response:
 
 
 async def get_survey(request: web.Request) -> web.Response:
-    """The survey rounds of an order: status, rating, whether defaulted (no phone numbers)."""
+    """The survey rounds of an order: status, rating, whether and why defaulted, and its timers
+    (send_at, default_at), so an operator sees what will happen when (no phone numbers)."""
     if not authorised(request):
         return unauthorised()
     service = request.app[SURVEYS]
@@ -141,13 +144,29 @@ async def get_survey(request: web.Request) -> web.Response:
         if order is None:
             return json_error(404, "no such work order")
         rows = (await session.scalars(select(Survey).where(Survey.work_order_id == order.id).order_by(Survey.round)))
+        window_h = service.profile_for(order.profile).survey.window_hours
         return web.json_response({"number": order.number, "surveys": [
             {"round": s.round, "status": s.status, "rating": s.rating, "label": LABELS.get(s.rating or ""),
              "defaulted": s.defaulted, "outcome": s.outcome, "corrections": s.corrections,
+             "send_at": s.send_at.isoformat(),
              "sent_at": s.sent_at.isoformat() if s.sent_at else None,
-             "due_at": s.due_at.isoformat() if s.due_at else None}
+             "due_at": s.due_at.isoformat() if s.due_at else None,
+             # when the default applies if no reply meant for it comes; once defaulted, why
+             "default_at": _default_at(s, window_h),
+             "default_reason": next((h.get("reason") for h in reversed(s.history)
+                                     if isinstance(h, dict) and h.get("meaning") == "default"), None)}
             for s in rows.all()
         ]})
+
+
+def _default_at(survey: Survey, window_h: float) -> str | None:
+    """When the default applies if no reply meant for the survey comes: the window's end once sent,
+    send_at plus the window before (the window starts when the provider accepts the SMS)."""
+    if survey.status == "open" and survey.due_at is not None:
+        return survey.due_at.isoformat()
+    if survey.status in ("scheduled", "queued"):
+        return (survey.send_at + dt.timedelta(hours=window_h)).isoformat()
+    return None
 
 
 def setup_runtime(app: web.Application, surveys: SurveyService, secret: str, window_s: int) -> None:

@@ -135,10 +135,13 @@ class Router:
         outbox_channels: Iterable[str] = (),
         notify: Notify | None = None,
         on_enqueued: Callable[[], None] | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         """`outbox_channels`: channels that answer later through the outbox (WeChat, SMS) rather than
         in the HTTP response; `notify`: pushes replies produced later (the web page's WebSocket);
-        `on_enqueued`: wakes the outbox worker after a commit that queued replies."""
+        `on_enqueued`: wakes the outbox worker after a commit that queued replies; `clock`: the app's
+        time for work orders and queued replies (the outbox and the survey read the same one)."""
+        self.clock = clock
         self.sessions = sessions
         self.bot = bot
         self.coordinator = coordinator
@@ -380,7 +383,7 @@ class Router:
             offered = list((row.payload or {}).get("buttons", ()))
             enqueue(session, channel=conv.channel, recipient=conv.sender_id,
                     body={"text": RESENT_PREFIX + row.text, "buttons": offered},
-                    conversation_id=conv.id, message_id=row.id)
+                    conversation_id=conv.id, message_id=row.id, not_before=self.clock())
         return []
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
@@ -508,8 +511,9 @@ class Router:
 
     async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
         """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
-        last reply's buttons means that button, so the bot gets its payload, as from the web page."""
-        return buttons.chosen_payload(text, await self._offered(conv, inbound), numbered=False) or text
+        last reply's buttons, or its number, means that button, so the bot gets its payload, as from
+        the web page; the message keeps what the citizen wrote, for the transcript."""
+        return buttons.chosen_payload(text, await self._offered(conv, inbound), numbered=True) or text
 
     async def _offered(self, conv: Conversation, inbound: Message) -> list[Any]:
         """The buttons of the bot's last turn before `inbound` (all its replies, not only the last)."""
@@ -575,7 +579,7 @@ class Router:
                 fields = {**fields, "phone": conv.sender_id}  # the bot never asks an SMS sender for a number
             try:
                 receipt = await create_from_intake(
-                    self.transact, fields, profile, channel=conv.channel, conversation_id=conv.id
+                    self.transact, fields, profile, channel=conv.channel, conversation_id=conv.id, now=self.clock()
                 )
             except IntakeError as exc:
                 log.error("conversation %s: unusable intake from bot: %s", conv.id, exc)
@@ -636,6 +640,8 @@ class Router:
             for reply in replies
         ]
 
+        now = self.clock()
+
         def work(session: Session) -> None:  # bulk statements: no ORM unit of work per reply
             session.execute(update(Message).where(Message.id == inbound.id).values(**values))
             if rows and via_outbox:
@@ -649,6 +655,7 @@ class Router:
                         dedupe_key=f"message:{out_id}",
                         conversation_id=conv.id,
                         message_id=out_id,
+                        not_before=now,
                     )
             elif rows:
                 session.execute(insert(Message), rows)

@@ -32,7 +32,7 @@ from handoff.deadlines import due_date
 from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder
 from handoff.ratings import BAD, close_defaulted, consequence
 from handoff.revisits import flag_revisit
-from handoff.survey_replies import ACTIVE, SurveyReplies
+from handoff.survey_replies import ACTIVE, ForTheBot, SurveyReplies, default_note, flag_unconfirmed
 from handoff.survey_schedule import next_allowed, survey_text
 from profiles import Profile
 from profiles import load as load_profile
@@ -186,9 +186,9 @@ class SurveyService:
             await flag_revisit(session, f"survey-failed:{survey_id}", "survey_sms_failed", survey.work_order_id,
                                survey.phone, f"回访短信未送达：{why}"[:500])
 
-    async def handle_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
+    async def handle_reply(self, session: AsyncSession, phone: str, text: str) -> bool | ForTheBot:
         """An SMS that answers a survey (or opts out) is taken here, in the caller's transaction;
-        False: it is a message for the bot (handoff/survey_replies.py)."""
+        False: it is a message for the bot; ForTheBot: a held reply is (handoff/survey_replies.py)."""
         return await self.replies.handle(session, phone, text, self.clock())
 
     async def apply_defaults(self, now: dt.datetime) -> int:
@@ -215,15 +215,23 @@ class SurveyService:
                 for profile_id, ids in by_profile.items():
                     profile = self.profile_for(profile_id)
                     rating = profile.survey.default_rating
-                    owned = (
+                    rows = (
                         await session.execute(
                             update(Survey)
                             .where(Survey.id.in_(ids), Survey.status == "open", Survey.due_at <= now)
                             .values(status="defaulted", rating=rating, defaulted=True, rated_at=now)
-                            .returning(Survey.id, Survey.work_order_id)
+                            .returning(Survey.id, Survey.work_order_id, Survey.history, Survey.phone)
                         )
                     ).all()
-                    total += len(owned)
+                    total += len(rows)
+                    owned = [(survey_id, order_id) for survey_id, order_id, _, _ in rows]
+                    notes = [(row, default_note(row.history or [], now)) for row in rows]
+                    if notes:  # each default says why, in one executemany (ORM bulk UPDATE by primary key)
+                        await session.execute(update(Survey), [{"id": row.id, "history": [*(row.history or []), note]}
+                                                               for row, note in notes])
+                    for row, note in notes:
+                        if note["reason"] == "unconfirmed_reply":
+                            await flag_unconfirmed(session, row.id, row.work_order_id, row.phone)
                     if rating in BAD:  # unusual, but a profile may say so: the full unsatisfied path
                         for survey_id, _ in owned:
                             survey = await session.get(Survey, survey_id)
@@ -234,9 +242,6 @@ class SurveyService:
                         continue
                     await close_defaulted(session, owned, rating, now)
                 await session.commit()
-
-
-
 
 
 def with_survey(profile: Profile, **changes: Any) -> Profile:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handoff.models import SmsOptOut, Survey
 from handoff.revisits import flag_revisit
 from handoff.survey import SurveyService
+from handoff.survey_replies import ForTheBot
 from storage.outbox import OutboxItem
 
 
@@ -39,8 +40,9 @@ class SurveySmsPolicy:
     def clock(self) -> dt.datetime:
         return self.surveys.clock()  # one clock for the survey and its SMS, so tests control both
 
-    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
-        return await self.surveys.handle_reply(session, phone, text)
+    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool | str:
+        taken = await self.surveys.handle_reply(session, phone, text)
+        return taken.text if isinstance(taken, ForTheBot) else taken
 
     async def refuse(self, phone: str, item: OutboxItem) -> str | None:
         """退订 after the survey was queued (e.g. during an outage): it is not sent; a person phones."""

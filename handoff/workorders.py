@@ -91,6 +91,7 @@ class Receipt:
     urgent_note: str | None = None
     confidential: bool = False
     repeat_message: str | None = None
+    anonymous: bool = False
 
     def citizen_text(self) -> str:
         due = self.due_at.astimezone(CHINA_TZ)
@@ -107,8 +108,10 @@ class Receipt:
         elif self.urgent:
             text += "该诉求已标记为紧急，将优先派发处理。"
         text += f"承办单位将在{self.limit_working_days}个工作日内（{due.year}年{due.month}月{due.day}日前）办理并答复您。"
-        if self.confidential:
+        if self.confidential:  # the citizen asked for it: a rule of its own
             text += "已按您的要求对您的个人信息保密。"
+        elif self.anonymous:  # only that no name is recorded: promise nothing more
+            text += "已按匿名受理。"
         return text + "请记好工单号，以便查询进度。"
 
 
@@ -127,6 +130,7 @@ def _receipt(order: WorkOrder, profile: Profile, *, created: bool, outcome: str 
         rule.citizen_note() if rule else None,
         order.confidential,
         repeat.message if repeat else "该诉求已办结，同一事实和理由不再重复受理。",
+        order.anonymous,
     )
 
 
@@ -225,7 +229,7 @@ def _create(
         "dispatch_due_at": dispatch_due_at,
         "due_at": due_at,
         "limit_working_days": spec.limit_working_days,
-        "confidential": bool(intake.get("confidential")) or anonymous,
+        "confidential": bool(intake.get("confidential")),  # 匿名 is not 保密: no name, no promise
         "contact_id_number": intake.get("id_number"),
         "urgent_reason": rule.id if rule else None,
         "contact_key": key,

@@ -69,8 +69,13 @@ def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings
 
 
 @contextlib.asynccontextmanager
-async def gateway_client(settings: Settings) -> AsyncIterator[TestClient]:
-    server = TestServer(create_app(settings))
+async def gateway_client(
+    settings: Settings, clock: Clock | None = None, *, background: bool = True
+) -> AsyncIterator[TestClient]:
+    """The app on a test server; `clock`: the one time its router, outbox and survey read;
+    `background=False`: no timer loops, the test drives every pass."""
+    options = {"clock": clock} if clock is not None else {}
+    server = TestServer(create_app(settings, background=background, **options))
     await server.start_server(**RUNNER_OPTIONS)  # the production access log (no query strings)
     client = TestClient(server)
     await client.start_server()

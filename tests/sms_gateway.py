@@ -1,5 +1,5 @@
-"""A gateway wired to a local SMS provider server, with one controllable clock for the survey timers,
-the SMS sender and the outbox (no sleeping through 24 hours)."""
+"""A gateway wired to a local SMS provider server, built with one controllable clock that its router,
+survey timers, SMS sender and outbox all read (no sleeping through 24 hours)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from handoff.survey import SurveyService
 from handoff.workorders import create_from_intake
 from profiles import Profile
 from storage.conversations import Message
-from tests.conftest import Clock, gateway_client, router_of, settings_for
+from tests.conftest import Clock, gateway_client, settings_for
 from tests.sms_provider_servers import KEY_ID, KEY_SECRET, ProviderServer
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -41,9 +41,17 @@ MATTERS = [
 ]
 
 
-def morning(days_ahead: int = 2, hour: int = 10) -> dt.datetime:
-    """A fixed local hour a few days ahead of the real date, so work queued with the real clock is due."""
-    day = dt.datetime.now(TZ).date() + dt.timedelta(days=days_ahead)
+# Fixed days (China time, as chinese-calendar has 2026), so a survey test means the same on every day
+# it runs: an ordinary Tuesday; the Monday before 国庆 (10-01 … 10-07 off, Saturday 10-10 worked); a
+# Thursday before 春节 (02-15 … 02-23 off) with the make-up Saturday 02-14 (调休上班) between.
+TUESDAY = dt.date(2026, 12, 1)
+BEFORE_NATIONAL_DAY = dt.date(2026, 9, 28)
+BEFORE_SPRING_FESTIVAL = dt.date(2026, 2, 12)
+MAKE_UP_SATURDAY = dt.date(2026, 10, 10)
+
+
+def morning(day: dt.date = TUESDAY, hour: int = 10) -> dt.datetime:
+    """A fixed local hour on a fixed day: the app's one clock starts there."""
     return dt.datetime.combine(day, dt.time(hour), TZ).astimezone(dt.UTC)
 
 
@@ -153,11 +161,6 @@ async def sms_gateway(
     }
     settings = settings_for(tmp_path, rasa_url or f"http://127.0.0.1:{free_port()}", **values)
     clock = clock or Clock(morning())
-    async with gateway_client(settings) as client:
-        gw = SmsGateway(client, provider, clock)
-        gw.surveys.clock = clock
-        gw.app[OUTBOX].clock = clock
-        if not wake:  # the test delivers explicitly: no background pass racing its assertions
-            gw.surveys.on_enqueued = None
-            router_of(client).on_enqueued = None
-        yield gw
+    # wake=False: the test ticks and delivers explicitly, no background pass racing its assertions
+    async with gateway_client(settings, clock, background=wake) as client:
+        yield SmsGateway(client, provider, clock)

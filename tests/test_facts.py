@@ -49,6 +49,21 @@ def test_time_points(text: str, start: dt.datetime) -> None:
     assert fact.start.replace(tzinfo=None) == start
 
 
+@pytest.mark.parametrize(
+    ("text", "written", "start"),
+    [
+        ("噪音很大,从11月20日开始一直这样", "从11月20日开始", dt.datetime(2026, 11, 20, 0, 0)),
+        ("声音特别大，从11月20日开始", "从11月20日开始", dt.datetime(2026, 11, 20, 0, 0)),
+        ("昨天晚上十点多烧烤店太吵", "昨天晚上十点", dt.datetime(2026, 11, 22, 22, 0)),
+    ],
+)
+def test_a_time_reads_as_the_citizen_wrote_it(text: str, written: str, start: dt.datetime) -> None:
+    """No "大,从11月20日开始": the clause before the comma is not part of the time (issue 13)."""
+    fact = facts.extract_time(text, NOW)
+    assert fact is not None and fact.start is not None
+    assert (fact.text, fact.start.replace(tzinfo=None)) == (written, start)
+
+
 def test_time_spans_ongoing_and_unknown() -> None:
     assert "半个月" in facts.extract_time("已经半个月了", NOW).display()
     assert "持续" in facts.extract_time("一直都这样", NOW).display()

@@ -168,7 +168,10 @@ async def test_work_order_events_api(ali_gw: tuple[SmsGateway, AlibabaServer]) -
     url = f"/api/tickets/{number}/events"
     assert (await gw.client.post(url, json={"event": "signed"})).status == 401
     resp = await gw.client.post(url, json={"event": "signed"}, headers={"Authorization": "Bearer test-token"})
-    assert resp.status == 409 and "cannot follow created" in (await resp.json())["error"]
+    refusal = await resp.json()
+    assert resp.status == 409 and "cannot follow created" in refusal["error"]
+    assert refusal["allowed"]["signed"] == ["dispatched", "reopened"]  # the transition table, as in docs/operations.md
+    assert set(refusal["allowed"]) == {"dispatched", "signed", "extended", "returned", "replied", "closed"}
     await gw.event(number, "nonsense", status=400)
     await gw.event(number, "dispatched", status=400, colour="red")
     await gw.event(number, "dispatched", event_id="e-1")
@@ -219,3 +222,11 @@ async def test_signed_ticket_callback(ali_gw: tuple[SmsGateway, AlibabaServer]) 
     async with gw.surveys.sessions() as session:
         keys = await session.scalar(select(func.count(InboxKey.id)).where(InboxKey.source == "ticket:callback"))
     assert keys == 3
+
+
+def test_the_readme_transition_table_is_the_one_the_api_enforces() -> None:
+    from gateway.config import ROOT
+    from handoff.lifecycle import ALLOWED, PUBLIC_EVENTS
+
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`.+`) \|$", (ROOT / "docs" / "operations.md").read_text(encoding="utf-8"), re.M))
+    assert {e: re.findall(r"`(\w+)`", rows[e]) for e in PUBLIC_EVENTS} == {e: list(ALLOWED[e]) for e in PUBLIC_EVENTS}

@@ -84,10 +84,51 @@ async def test_a_whole_intake_by_sms(tmp_path: Path, rasa_url: str, provider: Al
         # The sender's number is the contact: never asked on SMS.
         assert "投诉" in first and "联系电话" not in first and "称呼" in first
         summary = await sms_turn(gw, provider, phone, "匿名", 2)
-        assert "天坛路" in summary and "本机号码" in summary and "请回复：1确认提交、2修改、3取消" in summary
+        assert "天坛路" in summary and "本机号码" in summary and "回复1确认提交，2修改，3取消" in summary
+        assert "请点" not in summary  # nothing can be tapped on SMS
         receipt = await sms_turn(gw, provider, phone, "1", 3)  # the first choice, by its number
         assert re.search(r"工单号：JY\d{14}", receipt), receipt
+        assert "已按匿名受理" in receipt and "保密" not in receipt  # 匿名: no name recorded, nothing more promised
         assert all(len(s.text) + len("【济源12345】") <= 70 for s in provider.sent)
+        # The SMS the whole intake took: 2 to ask (kind, name), 3 for the summary with its choices, 2 for
+        # the receipt. A "请点…" line or a contact question would each cost one more.
+        assert len(provider.sent) <= 7, [s.text for s in provider.sent]
         async with gw.surveys.sessions() as session:
             order = await session.scalar(select(WorkOrder))
         assert order is not None and (order.channel, order.contact_phone) == ("sms", phone)
+        assert (order.anonymous, order.contact_name, order.confidential) == (True, None, False)
+        said = [line["text"] for line in order.transcript if line["from"] == "citizen"]
+        assert said[-2:] == ["匿名", "1"] and not any(t.startswith("/") for t in said)  # what the citizen wrote
+
+
+async def test_a_citizen_rates_unsatisfied_while_a_new_intake_is_open(
+    tmp_path: Path, rasa_url: str, provider: AlibabaServer
+) -> None:
+    """Issue 13's "done when": a scripted SMS citizen with the real bot; the rating reaches the
+    survey (a revisit, not the default), and the intake still ends in a receipt."""
+    phone = "13800005555"
+    async with sms_gateway(tmp_path, provider, rasa_url=rasa_url) as gw:
+        order = await gw.order(phone)
+        assert order.number
+        await gw.replied(order.number)
+        await gw.tick()
+        short = order.number[-4:]
+        assert f"尾号{short}" in provider.sent[-1].text
+        await sms_turn(gw, provider, phone,
+                       "昨天晚上十点多，济源市天坛路和济源大道路口的烧烤店噪音太大，吵得根本睡不着，我要投诉", 1)
+        summary = await sms_turn(gw, provider, phone, "匿名", 2)
+        assert "1确认提交" in summary
+        ack = await sms_turn(gw, provider, phone, "不满意", 3)  # the intake's question is open
+        assert f"工单尾号{short}已记录：不满意" in ack
+        survey = await gw.survey(order.number)
+        assert (survey.status, survey.rating, survey.defaulted) == ("answered", "unsatisfied", False)
+        assert [r.reason for r in await gw.revisits()] == ["unsatisfied"]
+        assert (await gw.work_order(order.number)).status == "reopened"
+        asked = await sms_turn(gw, provider, phone, "1", 4)  # 1满意 or 1确认提交?
+        assert asked == f"您是在评价工单尾号{short}吗？请回复“是”或“不是”。"
+        receipt = await sms_turn(gw, provider, phone, "不是", 5)
+        assert re.search(r"工单号：JY\d{14}", receipt), receipt
+        gw.clock.advance(hours=25)
+        assert (await gw.tick())["defaulted"] == 0
+        survey = await gw.survey(order.number)
+        assert (survey.rating, survey.defaulted) == ("unsatisfied", False)

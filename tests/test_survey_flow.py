@@ -5,20 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from gateway.app import SETTINGS
+from gateway.config import ROOT
 from handoff.deadlines import due_date
 from handoff.lifecycle import aware
 from handoff.models import SmsOptOut, Survey, WorkOrderEvent
 from handoff.survey import with_survey
 from profiles import load
+from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
-from tests.sms_gateway import Clock, SmsGateway, morning, sms_gateway
-from tests.sms_provider_servers import AlibabaServer, alibaba_report, alibaba_up
+from storage.outbox import enqueue
+from tests.sms_gateway import (
+    BEFORE_NATIONAL_DAY,
+    BEFORE_SPRING_FESTIVAL,
+    MAKE_UP_SATURDAY,
+    TZ,
+    Clock,
+    SmsGateway,
+    morning,
+    sms_gateway,
+)
+from tests.sms_provider_servers import KEY_ID, KEY_SECRET, AlibabaServer, alibaba_report, alibaba_up
 
 PHONE = "13800001234"
 OK = {"code": 0, "msg": "成功"}
@@ -99,6 +116,7 @@ async def test_silence_gives_the_default_once_and_the_guilin_rule(gw: SmsGateway
     assert (await gw.tick())["defaulted"] == 1
     survey = await gw.survey(first)
     assert (survey.status, survey.rating, survey.defaulted) == ("defaulted", "basically_satisfied", True)  # 济源
+    assert survey.history == [{"at": gw.clock().isoformat(), "text": "", "meaning": "default", "reason": "no_reply"}]
     assert (await gw.work_order(first)).status == "closed"
     assert (await gw.tick())["defaulted"] == 0
 
@@ -319,6 +337,28 @@ async def test_provider_outage_loses_nothing(gw: SmsGateway, provider: AlibabaSe
     assert survey.status == "open" and aware(survey.sent_at) == gw.clock()
 
 
+@pytest.mark.parametrize(("replied_on", "last_quiet", "first_flagged"), [
+    (BEFORE_NATIONAL_DAY, "2026-10-08T23:00", "2026-10-09T08:00"),  # 09-29, 09-30, 10-08
+    (BEFORE_SPRING_FESTIVAL, "2026-02-24T23:00", "2026-02-25T08:00"),  # 02-13, Saturday 02-14, 02-24
+    (MAKE_UP_SATURDAY, "2026-10-14T23:00", "2026-10-15T08:00"),  # replied on a worked Saturday
+])
+async def test_holiday_weeks_count_working_days_before_a_person_phones(
+    tmp_path: Path, provider: AlibabaServer, replied_on: dt.date, last_quiet: str, first_flagged: str
+) -> None:
+    """济源: a survey SMS still not out after 3 working days goes to a person; holidays don't count,
+    make-up Saturdays do. The dates are fixed: the test means the same on every day it runs."""
+    provider.down = True
+    clock = Clock(morning(replied_on))
+    async with sms_gateway(tmp_path, provider, clock=clock) as gw:
+        number = await replied_and_surveyed(gw)
+        assert (await gw.survey(number)).status == "queued"
+        clock.now = dt.datetime.fromisoformat(last_quiet).replace(tzinfo=TZ).astimezone(dt.UTC)
+        assert (await gw.tick())["overdue"] == 0
+        clock.now = dt.datetime.fromisoformat(first_flagged).replace(tzinfo=TZ).astimezone(dt.UTC)
+        assert (await gw.tick())["overdue"] == 1
+        assert [r.reason for r in await gw.revisits()] == ["survey_overdue"]
+
+
 async def test_duplicate_callbacks_are_recorded_once_and_failed_delivery_is_flagged(
     gw: SmsGateway, provider: AlibabaServer
 ) -> None:
@@ -399,24 +439,217 @@ async def test_an_external_ticket_system_is_told_of_the_redo(tmp_path: Path, pro
         await server.close()
 
 
-async def test_a_digit_answers_the_bots_latest_choice_not_an_older_survey(
-    gw: SmsGateway, provider: AlibabaServer
-) -> None:
-    from storage.conversations import Conversation, Message
+CONFIRM = [{"title": "确认提交", "payload": "/affirm"}, {"title": "修改", "payload": "/correct"},
+           {"title": "取消", "payload": "/cancel"}]
 
+
+async def bot_offers_choices(gw: SmsGateway, phone: str = PHONE) -> None:
+    """The citizen is in an SMS intake at the confirm step: the bot's latest SMS offered choices."""
+    async with gw.surveys.sessions() as session:
+        conv = await session.scalar(select(Conversation).where(Conversation.channel == "sms",
+                                                               Conversation.sender_id == phone))
+        if conv is None:
+            conv = Conversation(channel="sms", sender_id=phone, profile="jiyuan", state="bot")
+            session.add(conv)
+            await session.flush()
+        out = Message(conversation_id=conv.id, direction="out", text="请核对您的投诉信息", status="outbox",
+                      created_at=gw.clock(), payload={"buttons": CONFIRM})
+        session.add(out)
+        await session.flush()
+        enqueue(session, channel="sms", recipient=phone, body={"text": out.text, "buttons": CONFIRM},
+                dedupe_key=f"message:{out.id}", conversation_id=conv.id, message_id=out.id, not_before=gw.clock())
+        await session.commit()
+    await gw.deliver()
+
+
+async def to_the_bot(gw: SmsGateway) -> list[str]:
+    async with gw.surveys.sessions() as session:
+        return list((await session.scalars(select(Message.text).where(Message.direction == "in"))).all())
+
+
+async def test_survey_then_new_intake_ratings_still_reach_the_survey(gw: SmsGateway, provider: AlibabaServer) -> None:
+    """Issue 13's defect: once the bot asked something, no survey reply from that phone counted."""
     number = await replied_and_surveyed(gw)
     gw.clock.advance(hours=2)
-    async with gw.surveys.sessions() as session:  # later, the citizen is in an SMS intake at the confirm step
-        conv = Conversation(channel="sms", sender_id=PHONE, profile="jiyuan", state="bot")
-        session.add(conv)
-        await session.flush()
-        session.add(Message(conversation_id=conv.id, direction="out", text="请确认", status="outbox",
-                            created_at=gw.clock(),
-                            payload={"buttons": [{"title": "确认提交", "payload": "/affirm"}]}))
-        await session.commit()
-    await say(gw, "1", seq=1)
+    await bot_offers_choices(gw)
+    await say(gw, "满意", seq=1)  # no choice of the bot's is called 满意
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating) == ("answered", "satisfied")
+    assert (await gw.work_order(number)).status == "closed"
+    await say(gw, f"尾号{number[-4:]}不满意", seq=2)  # an explicit 尾号, a correction within the window
+    survey = await gw.survey(number)
+    assert (survey.rating, survey.corrections, survey.outcome) == ("unsatisfied", 1, "redo")
+    assert (await gw.work_order(number)).status == "reopened"
+    assert "更正为：不满意" in provider.texts()[-1]
+    assert await to_the_bot(gw) == []
+    gw.clock.advance(hours=30)
+    assert (await gw.tick())["defaulted"] == 0
+    assert (await gw.survey(number)).rating == "unsatisfied"
+
+
+async def test_a_reply_both_could_take_is_asked_about_not_guessed(gw: SmsGateway, provider: AlibabaServer) -> None:
+    number = await replied_and_surveyed(gw)
+    gw.clock.advance(hours=1)
+    await bot_offers_choices(gw)
+    await say(gw, "3", seq=1)  # 3不满意, or 3取消?
+    assert provider.texts()[-1] == f"您是在评价工单尾号{number[-4:]}吗？请回复“是”或“不是”。"
+    assert (await gw.survey(number)).status == "open" and await to_the_bot(gw) == []
+    await say(gw, "是", seq=2)
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating, survey.outcome) == ("answered", "unsatisfied", "redo")
+    assert [h["meaning"] for h in survey.history] == ["ask:unsatisfied", "unsatisfied"]
+    assert [h["text"] for h in survey.history] == ["3", "是"]
+    assert "已记录：不满意" in provider.texts()[-1]
+
+    other = await replied_and_surveyed(gw, "13900003333")
+    await bot_offers_choices(gw, "13900003333")
+    await say(gw, "1", seq=3, phone="13900003333")
+    assert "吗？" in provider.texts("13900003333")[-1]
+    await say(gw, "不是", seq=4, phone="13900003333")  # it was 确认提交: the bot gets the "1" after all
     await gw.settle()
-    assert (await gw.survey(number)).status == "open"  # not taken as a rating
-    async with gw.surveys.sessions() as session:
-        texts = (await session.scalars(select(Message.text).where(Message.direction == "in"))).all()
-    assert list(texts) == ["/affirm"]  # the button's payload went to the bot
+    survey = await gw.survey(other)
+    assert (survey.status, survey.rating) == ("open", None)
+    assert survey.history[-1]["meaning"] == "not_for_survey"
+    assert await to_the_bot(gw) == ["1"]  # kept as written; the router reads it as 确认提交 for the bot
+
+
+async def test_intake_then_survey(gw: SmsGateway, provider: AlibabaServer) -> None:
+    """The bot asked before the survey SMS came: a digit could still be the bot's, so ask; a word is the survey's."""
+    await bot_offers_choices(gw)
+    gw.clock.advance(minutes=5)
+    number = await replied_and_surveyed(gw)
+    await say(gw, "2", seq=1)
+    assert "是在评价工单尾号" in provider.texts()[-1] and (await gw.survey(number)).status == "open"
+    await say(gw, "基本满意", seq=2)  # not 是/不是: the question lapses and the reply is read afresh
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating) == ("answered", "basically_satisfied")
+    assert [h["meaning"] for h in survey.history] == ["ask:basically_satisfied", "ask_unanswered",
+                                                      "basically_satisfied"]
+    await say(gw, "是", seq=3)  # no question is open any more: 是 is not a rating
+    await gw.settle()
+    assert (await gw.survey(number)).rating == "basically_satisfied"
+
+
+async def test_two_open_surveys_while_the_bot_asks(gw: SmsGateway, provider: AlibabaServer) -> None:
+    older = await replied_and_surveyed(gw)
+    gw.clock.advance(minutes=10)
+    newer = await replied_and_surveyed(gw)
+    gw.clock.advance(minutes=10)
+    await bot_offers_choices(gw)
+    await say(gw, f"工单尾号{older[-4:]} 不满意", seq=1)
+    assert (await gw.survey(older)).rating == "unsatisfied"
+    assert (await gw.survey(newer)).status == "open"
+    await say(gw, "非常满意", seq=2)
+    assert (await gw.survey(newer)).rating == "very_satisfied"
+    assert (await gw.survey(older)).rating == "unsatisfied"
+    await say(gw, "3", seq=3)  # could be 取消: asked about the latest survey, not guessed
+    assert f"尾号{newer[-4:]}吗" in provider.texts()[-1]
+    await say(gw, f"{older[-4:]} 满意", seq=4)  # an explicit number answers instead
+    assert (await gw.survey(older)).rating == "satisfied"
+    assert (await gw.survey(newer)).rating == "very_satisfied"
+    assert await to_the_bot(gw) == []
+
+
+async def test_a_held_rating_confirmed_after_the_default_replaces_it(
+    gw: SmsGateway, provider: AlibabaServer
+) -> None:
+    number = await replied_and_surveyed(gw)
+    await bot_offers_choices(gw)
+    gw.clock.advance(hours=20)
+    await say(gw, "3", seq=1)
+    gw.clock.advance(hours=5)  # the window ended before the citizen said 是
+    assert (await gw.tick())["defaulted"] == 1
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating) == ("defaulted", "basically_satisfied")
+    assert survey.history[-1] == {"at": gw.clock().isoformat(), "text": "", "meaning": "default",
+                                  "reason": "unconfirmed_reply"}
+    assert [r.reason for r in await gw.revisits()] == ["unconfirmed_reply"]
+    assert (await gw.work_order(number)).status == "closed"
+    await say(gw, "是", seq=2)  # the reply came in time: the default never overwrites it
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating, survey.defaulted, survey.outcome) == (
+        "answered", "unsatisfied", False, "redo")
+    assert (await gw.work_order(number)).status == "reopened"
+    assert "unsatisfied" in [r.reason for r in await gw.revisits()]
+    assert (await gw.tick())["defaulted"] == 0
+    assert (await gw.survey(number)).rating == "unsatisfied"
+
+
+async def test_a_question_left_unanswered_for_a_day_is_not_answered_by_a_later_yes(
+    gw: SmsGateway, provider: AlibabaServer
+) -> None:
+    number = await replied_and_surveyed(gw)
+    await bot_offers_choices(gw)
+    await say(gw, "3", seq=1)
+    gw.clock.advance(hours=25)
+    assert (await gw.tick())["defaulted"] == 1
+    gw.clock.advance(hours=1)  # 26 hours after the question: this 是 answers something else
+    await say(gw, "是", seq=2)
+    await gw.settle()
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating, survey.defaulted) == ("defaulted", "basically_satisfied", True)
+    assert [r.reason for r in await gw.revisits()] == ["unconfirmed_reply"]  # a person asks instead
+    assert await to_the_bot(gw) == ["是"]
+
+
+async def test_a_reply_held_after_the_window_keeps_the_default(gw: SmsGateway, provider: AlibabaServer) -> None:
+    number = await replied_and_surveyed(gw)
+    await bot_offers_choices(gw)
+    gw.clock.advance(hours=25)
+    assert (await gw.tick())["defaulted"] == 1
+    assert (await gw.survey(number)).history[-1]["reason"] == "no_reply"
+    await say(gw, "3", seq=1)
+    await say(gw, "是", seq=2)
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating) == ("defaulted", "basically_satisfied")
+    assert "评价时间已过" in provider.texts()[-1]
+    assert [r.reason for r in await gw.revisits()] == ["late_unsatisfied"]
+
+
+async def hotline(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """The `hotline` command in its own process, as an operator runs it."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", *args, env={**os.environ, **env}, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_surveys_tick_at_a_time_sends_then_defaults_exactly_once(tmp_path: Path, provider: AlibabaServer) -> None:
+    """Issue 13's "done when", as an outside integrator: `hotline surveys tick --at …` sends the survey,
+    then applies the default once; the survey view shows send_at and default_at."""
+    start = morning()  # Tuesday 2026-12-01 10:00 China time
+    async with sms_gateway(tmp_path, provider, clock=Clock(start)) as gw:
+        order = await gw.order()
+        assert order.number
+        await gw.replied(order.number)
+        resp = await gw.client.get(f"/api/tickets/{order.number}/survey", headers={"Authorization": "Bearer test-token"})
+        [view] = (await resp.json())["surveys"]
+        assert view["status"] == "scheduled" and dt.datetime.fromisoformat(view["send_at"]) == start
+        assert dt.datetime.fromisoformat(view["default_at"]) == start + dt.timedelta(hours=24)
+        settings = gw.app[SETTINGS]
+    assert provider.sent == []
+    env = {"HOTLINE_DATABASE_URL": settings.database_url, "HOTLINE_SMS_PROVIDER": "alibaba",
+           "HOTLINE_SMS_API_URL": provider.url, "HOTLINE_SMS_KEY_ID": KEY_ID, "HOTLINE_SMS_KEY_SECRET": KEY_SECRET,
+           "HOTLINE_SMS_SIGN_NAME": "济源12345", "HOTLINE_SMS_TEMPLATE_REPLY": "SMS_100001",
+           "HOTLINE_SMS_TEMPLATE_SURVEY": "SMS_100002", "HOTLINE_PROFILE": "jiyuan"}
+
+    code, _, err = await hotline("surveys", "tick", "--at", "2026-12-01T10:05:00+08:00", env=env)
+    assert code == 2 and "--ahead" in err and provider.sent == []  # a future time sends nothing unless told
+    runs = {}
+    for at in ("2026-12-01T10:05:00+08:00", "2026-12-02T10:00:00+08:00", "2026-12-02T10:06:00+08:00",
+               "2026-12-02T11:00:00+08:00"):
+        code, out, err = await hotline("surveys", "tick", "--at", at, "--ahead", env=env)
+        assert code == 0, err
+        runs[at] = json.loads(out)
+    assert [(r["sent"], r["delivered"], r["defaulted"]) for r in runs.values()] == [(1, 1, 0), (0, 0, 0), (0, 0, 1),
+                                                                                    (0, 0, 0)]
+    [survey_sms] = provider.sent
+    assert f"尾号{order.number[-4:]}" in survey_sms.text
+    async with sms_gateway(tmp_path, provider, clock=Clock(start + dt.timedelta(days=1, hours=2))) as gw:
+        survey = await gw.survey(order.number)
+        assert (survey.status, survey.rating, survey.history[-1]["reason"]) == (
+            "defaulted", "basically_satisfied", "no_reply")
+        assert aware(survey.sent_at) == start + dt.timedelta(minutes=5)
+        assert (await events(gw, order.number)).count("closed") == 1

@@ -36,6 +36,8 @@ async def test_three_replicas_default_each_survey_once_on_postgres() -> None:
                 .where(WorkOrderEvent.status == "closed"))
             events = await session.scalar(
                 select(func.count(WorkOrderEvent.id)).where(WorkOrderEvent.status == "closed"))
+            histories = (await session.scalars(select(Survey.history))).all()
         assert (defaulted, closed, events) == (300, 300, 300)
+        assert all([h["reason"] for h in history] == ["no_reply"] for history in histories)  # one note, once
         for engine in engines:
             await engine.dispose()

@@ -64,7 +64,7 @@ async def intake(user: WeChatUser, *, with_photo: bool = False) -> str:
     assert "称呼" in await user.say("我的手机是 138 0000 1234")
     summary = await user.say("匿名")
     assert "天坛路" in summary and "138****1234" in summary and "13800001234" not in summary
-    assert summary.endswith("请回复：确认提交 / 修改 / 取消")
+    assert summary.endswith("回复1确认提交，2修改，3取消") and "请点" not in summary  # nothing to tap
     receipt = await user.say("确认提交")  # a button title, typed: the bot gets the button's payload
     number = re.search(r"工单号：(JY\d{14})", receipt)
     assert number, receipt
@@ -82,6 +82,9 @@ async def test_mini_program_intake_in_secure_json_mode(gw: TestClient, wechat_ap
     async with router_of(gw).sessions() as session:
         statuses = (await session.scalars(select(OutboxItem.status))).all()
     assert statuses and set(statuses) == {"sent"} and len(statuses) == len(wechat_api.to(user.openid))
+    # UTF-8 as WeChat's own SDKs send it, not \uXXXX escapes
+    receipt = next(m for m in wechat_api.sent if "工单号" in m.content)
+    assert "工单号".encode() in receipt.raw and b"\\u" not in receipt.raw
     m = await metrics(gw)
     assert m[("hotline_outbox_attempts_total", (("channel", "wechat:mini"), ("outcome", "sent")))] == len(statuses)
     assert m[("hotline_turn_seconds_count", (("channel", "wechat:mini"),))] >= 4

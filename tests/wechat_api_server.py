@@ -40,6 +40,7 @@ class SentMessage:
     appid: str
     touser: str
     content: str
+    raw: bytes = b""  # the body as it came over the wire
 
 
 @dataclass
@@ -156,8 +157,9 @@ class WeChatAPIServer:
         if error is not None:
             return error
         appid = self._tokens[str(token)][0]
+        raw = await request.read()
         try:
-            body = json.loads(await request.text())
+            body = json.loads(raw.decode("utf-8"))
             assert body["msgtype"] == "text" and isinstance(body["text"]["content"], str) and body["text"]["content"]
             touser = body["touser"]
         except (ValueError, KeyError, TypeError, AssertionError):
@@ -172,7 +174,7 @@ class WeChatAPIServer:
             if left <= 0:
                 return web.json_response({"errcode": 45047, "errmsg": "out of response count limit"})
             self._window[(appid, touser)] = left - 1
-        self.sent.append(SentMessage(appid, touser, body["text"]["content"]))
+        self.sent.append(SentMessage(appid, touser, body["text"]["content"], raw))
         return web.json_response({"errcode": 0, "errmsg": "ok"})
 
 

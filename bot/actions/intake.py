@@ -381,7 +381,8 @@ def summary(tracker: Tracker, profile: Profile) -> str:
         lines.append("· 联系电话：本机号码")
     if tracker.get_slot("confidential"):
         lines.append("· 保密：是（您的个人信息不会透露给被反映方）")
-    lines.append("信息无误请点“确认提交”；需要修改请点“修改”或直接告诉我要改的内容。")
+    if channel_of(tracker) in (None, "web"):  # elsewhere nothing can be tapped: the channel numbers the choices
+        lines.append("信息无误请点“确认提交”；需要修改请点“修改”或直接告诉我要改的内容。")
     return "\n".join(lines)
 
 

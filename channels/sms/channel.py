@@ -38,7 +38,6 @@ from gateway.config import Settings
 from gateway.http import json_error_exception, read_limited
 from gateway.logs import redact
 from storage.base import utcnow
-from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
 from storage.outbox import OutboxItem, Sender, SendResult
 
@@ -80,7 +79,7 @@ def make_provider(settings: Settings) -> SmsProvider:
 
 def render(body: dict[str, Any]) -> str:
     """SMS has no buttons: their titles, numbered, become what to reply."""
-    return buttons.as_text(str(body.get("text", "")).strip(), body.get("buttons"), numbered=True)
+    return buttons.as_text(str(body.get("text", "")).strip(), body.get("buttons"))
 
 
 class SmsPolicy(Protocol):
@@ -91,8 +90,10 @@ class SmsPolicy(Protocol):
         """The time SMS records are stamped with (the survey's clock, so tests control both)."""
         ...
 
-    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
-        """Offered every uplink first, in the caller's transaction; True: it was an answer to us, not for the bot."""
+    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool | str:
+        """Offered every uplink first, in the caller's transaction. True: it was an answer to us, not
+        for the bot; False: it is for the bot; a string: the bot gets that earlier message of the
+        citizen's instead (they said a reply we held was meant for the bot)."""
         ...
 
     async def refuse(self, phone: str, item: OutboxItem) -> str | None:
@@ -118,7 +119,7 @@ class NoPolicy:
     def clock(self) -> dt.datetime:
         return utcnow()
 
-    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool:
+    async def take_reply(self, session: AsyncSession, phone: str, text: str) -> bool | str:
         return False
 
     async def refuse(self, phone: str, item: OutboxItem) -> str | None:
@@ -266,7 +267,8 @@ class SmsChannel:
         async with self.sessions() as session:
             if await session.scalar(select(InboxKey.id).where(InboxKey.source == source, InboxKey.key == key)):
                 return "duplicate"
-            if await self.policy.take_reply(session, phone, text):
+            taken = await self.policy.take_reply(session, phone, text)
+            if taken is True:
                 session.add(InboxKey(source=source, key=key, payload={"route": "survey"}))
                 try:
                     await session.commit()
@@ -275,8 +277,9 @@ class SmsChannel:
                     return "duplicate"
                 self.intake.wake_outbox()
                 return "survey"
-            await session.rollback()
-        text = await self._button_payload(phone, text)
+            await session.commit()  # what the policy noted (a question it asked lapsed) stands
+            if isinstance(taken, str):  # "不是": the reply held back for the survey's question is the bot's
+                text = taken
         conv = await self.intake.accept(InboundMessage(NAME, phone, text, message_id=key))
         async with self.sessions() as session:
             session.add(InboxKey(source=source, key=key, payload={"route": "bot"}))
@@ -286,19 +289,6 @@ class SmsChannel:
             return "duplicate"
         self.intake.answer_later(conv)
         return "bot"
-
-    async def _button_payload(self, phone: str, text: str) -> str:
-        """The last reply offered choices (确认提交/修改/取消): a title or its number selects it."""
-        async with self.sessions() as session:
-            last = await session.scalar(
-                select(Message)
-                .join(Conversation)
-                .where(Conversation.channel == NAME, Conversation.sender_id == phone, Message.direction == "out")
-                .order_by(Message.id.desc())
-                .limit(1)
-            )
-        offered = (last.payload or {}).get("buttons") if last is not None else None
-        return buttons.chosen_payload(text, offered, numbered=True) or text
 
     async def report(self, provider: str, provider_id: str, ok: bool, error: str, key: str) -> str:
         """A delivery report: update the SMS record; the policy hears of a failed delivery."""

@@ -165,9 +165,9 @@ class AccessTokens:
 
 
 def render(body: dict[str, Any]) -> str:
-    """Customer-service text cannot carry buttons: their titles become a line the citizen can answer
-    with (the router maps a reply equal to a title back to the button's payload)."""
-    return buttons.as_text(str(body.get("text", "")), body.get("buttons"), numbered=False)
+    """Customer-service text cannot carry buttons: they become a numbered line the citizen can answer
+    with (the router maps a number or a title back to the button's payload)."""
+    return buttons.as_text(str(body.get("text", "")), body.get("buttons"), own_line=True)
 
 
 class WeChatSender:
@@ -215,7 +215,9 @@ class WeChatSender:
         async with self.http.post(
             f"{self.api_base}/cgi-bin/message/custom/send",
             params={"access_token": token},
-            json=payload,
+            # UTF-8, as WeChat's SDKs send it: \uXXXX escapes triple the bytes of Chinese text
+            data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            headers={"Content-Type": "application/json; charset=utf-8"},
             timeout=HTTP_TIMEOUT,
         ) as resp:
             if resp.status != 200:
