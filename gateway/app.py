@@ -20,6 +20,7 @@ from gateway import api, events_api
 from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
+from gateway.console import Console
 from gateway.coordination import make_coordinator
 from gateway.http import json_error
 from gateway.intake import GatewayIntake
@@ -70,6 +71,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
     sms = SmsChannel(settings)
     channels: tuple[Channel, ...] = (web_channel, wechat, sms)
+    console = Console(settings.max_body_bytes)
+    if not settings.console_secret:
+        log.warning("HOTLINE_CONSOLE_SECRET is not set: console logins last until this process restarts "
+                    "and hold on this replica only")
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await migrate(settings.database_url)
@@ -94,6 +99,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
             on_enqueued=worker.wake,
         )
         app[ROUTER] = router
+        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake)
+        router.to_agent = console.citizen_wrote
         answering = Answering(router, settings.answer_concurrency)
         surveys = SurveyService(sessions, profile, on_enqueued=worker.wake, sign_name=settings.sms_sign_name,
                                 segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
@@ -135,6 +142,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(resources)
     for channel in channels:
         channel.add_routes(app)
+    console.add_routes(app, settings.console_secret, settings.console_secure_cookie)
     api.add_routes(app)
     events_api.add_routes(app)
     app.router.add_get("/healthz", healthz)

@@ -49,6 +49,8 @@ class Settings:
     survey_interval_s: float = 30.0
     wechat_apps: str = ""  # inline JSON or a JSON/YAML file listing the WeChat apps (channels/wechat/config.py)
     wechat_api_base: str = "https://api.weixin.qq.com"
+    console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
+    console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,4 +87,6 @@ class Settings:
             survey_interval_s=float(os.environ.get("HOTLINE_SURVEY_INTERVAL_S", cls.survey_interval_s)),
             wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
             wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
+            console_secret=os.environ.get("HOTLINE_CONSOLE_SECRET", cls.console_secret),
+            console_secure_cookie=os.environ.get("HOTLINE_CONSOLE_SECURE_COOKIE", "") in ("1", "true", "yes"),
         )
