@@ -46,7 +46,7 @@ MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求�
 UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
 RESENT_PREFIX = "（此前未能送达的回复）"
 INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
-QUEUE_TEXT = "您前面还有{ahead}位市民在等待人工客服。如不想等待，可回复“取消”返回智能客服。"
+QUEUE_TEXT = "您当前排在等待人工客服队列的第{place}位。如不想等待，可回复“取消”返回智能客服。"
 CANCELLED_TEXT = "已为您取消转接人工客服。请继续描述您要反映的问题，智能客服为您服务。"
 CANCEL_WORDS = ("取消", "取消转接", "不等了")
 BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
@@ -406,7 +406,7 @@ class Router:
             if text.strip() in CANCEL_WORDS and await self._set_state(conv, "waiting", "bot"):
                 return await self._finish(conv, inbound, [Reply(CANCELLED_TEXT)], status="done", delivered=delivered)
             if conv.state == "waiting":
-                queue = QUEUE_TEXT.format(ahead=await self._ahead_of(conv))
+                queue = QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1)
                 return await self._finish(conv, inbound, [Reply(WAITING_TEXT), Reply(queue)], status="done",
                                           delivered=delivered)
         if behind_pending:  # keep the citizen's order: this one waits behind the earlier ones
@@ -486,7 +486,7 @@ class Router:
             return [Reply(receipt.citizen_text())]
         if isinstance(action, payloads.Handoff):
             if await self._set_state(conv, "bot", "waiting"):
-                return [Reply(QUEUE_TEXT.format(ahead=await self._ahead_of(conv)))]
+                return [Reply(QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1))]
         elif action.kind == "unknown":
             log.warning("conversation %s: payload the gateway does not know, kept only: %s", conv.id, sorted(payload))
         elif action.kind == "screened":

@@ -180,12 +180,13 @@ async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway
     sessions = router_of(gateway).sessions
     await agents.add(sessions, "张伟", PASSWORD, "agent")
     other = Chat(gateway, "handoff-other")
-    assert "前面还有0位" in Chat.text(await other.say("转人工"))
-    assert "已为您取消" in Chat.text(await other.say("取消"))  # back to the bot, out of the queue
+    assert "第1位" in Chat.text(await other.say("转人工"))
     chat = Chat(gateway, "handoff-citizen")
     first = Chat.text(await chat.say("转人工"))
-    assert "转接人工客服" in first and "前面还有0位" in first
-    assert "前面还有0位" in Chat.text(await chat.say("我家楼下的路灯坏了一个星期了"))
+    assert "转接人工客服" in first and "第2位" in first
+    assert "已为您取消" in Chat.text(await other.say("取消"))  # back to the bot, out of the queue
+    assert "第1位" in Chat.text(await chat.say("我家楼下的路灯坏了一个星期了"))
+    assert "您的诉求属于" in Chat.text(await other.say("小区门口的路灯坏了"))  # the bot answers the other again
     csrf = await login(gateway, "张伟")
     queue = (await (await gateway.get("/console/api/queue")).json())["waiting"]
     assert [(w["channel"], w["waited_s"] >= 0) for w in queue] == [("web", True)]
