@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         app[ROUTER] = router
         console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake)
         router.to_agent = console.citizen_wrote
+        await console.fan_out_through(settings.redis_url)
         answering = Answering(router, settings.answer_concurrency)
         surveys = SurveyService(sessions, profile, on_enqueued=worker.wake, sign_name=settings.sms_sign_name,
                                 segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             for task in batch:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await console.stop()
         for channel in channels:
             await channel.stop()
         if webhook_http is not None:

@@ -11,6 +11,7 @@ Writes need the session's CSRF token in X-CSRF-Token; the cookie is HttpOnly and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from aiohttp_session import get_session, new_session
 from aiohttp_session import setup as setup_sessions
@@ -46,6 +48,7 @@ CLOSED_TEXT = "人工客服已结束本次对话，感谢您的来电。如有�
 CLAIMED_TEXT = "人工客服已接入，请直接说明您的问题。"
 FACT_SLOTS = ("category", "content", "place", "event_time", "name", "phone")
 MAX_TEXT = 2000
+FANOUT = "hotline:console"  # Redis pub/sub channel: citizen messages to the replica holding the agent's socket
 
 
 def session_key(secret: str) -> bytes:
@@ -64,11 +67,45 @@ class Console:
         self._outbox_channels: set[str] = set()
         self._wake = lambda: None
         self._sockets: dict[int, weakref.WeakSet[web.WebSocketResponse]] = {}
+        self._redis: aioredis.Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def start(self, sessions: async_sessionmaker[AsyncSession], bot: RasaClient, notify: Notify,
               outbox_channels: set[str], wake: Any) -> None:
         self._sessions, self._bot, self._notify = sessions, bot, notify
         self._outbox_channels, self._wake = outbox_channels, wake
+
+    async def fan_out_through(self, redis_url: str | None) -> None:
+        """With Redis, a citizen's message taken in by one replica reaches the agent's console on any
+        replica (pub/sub: live delivery only; the transcript read is the record). Without, in process."""
+        if redis_url:
+            self._redis = aioredis.from_url(redis_url)
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(FANOUT)
+            self._listener = asyncio.create_task(self._listen(pubsub))
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    data = json.loads(message["data"])
+                    await self._deliver(int(data["agent_id"]), data["frame"])
+            except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
+                log.warning("console fan-out: %s; listening again", type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _deliver(self, agent_id: int, frame: dict[str, Any]) -> None:
+        for ws in list(self._sockets.get(agent_id, ())):
+            if not ws.closed:
+                await ws.send_json(frame)
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -81,9 +118,13 @@ class Console:
         """The router's hook: a message in a conversation a person holds goes to that person's console."""
         frame = {"type": "message", "conversation_id": conv.id, "author": "citizen", "text": inbound.text,
                  "at": inbound.created_at.isoformat() if inbound.created_at else utcnow().isoformat()}
-        for ws in list(self._sockets.get(conv.agent_id or 0, ())):
-            if not ws.closed:
-                await ws.send_json(frame)
+        if self._redis is None:
+            await self._deliver(conv.agent_id or 0, frame)
+            return
+        try:
+            await self._redis.publish(FANOUT, json.dumps({"agent_id": conv.agent_id or 0, "frame": frame}))
+        except (aioredis.RedisError, OSError) as exc:  # the message is stored; the console reads it on refresh
+            log.warning("conversation %s: console fan-out failed: %s", conv.id, type(exc).__name__)
 
     async def _say(self, conv: Conversation, text: str, author: dict[str, Any]) -> None:
         """To the citizen through the reply path the bot's answers take: the open page at once (else

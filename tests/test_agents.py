@@ -220,3 +220,24 @@ async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway
     actions = [a for _, a in await audit_actions(gateway)]
     assert actions == ["account_added", "login", "claim", "message", "read", "release"]
     await ws.close()
+
+
+async def test_a_citizen_message_reaches_the_console_on_another_replica_through_redis(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The citizen's page talks to one replica, the agent's console to another: Redis pub/sub carries it.
+    While a person holds the conversation the bot is not asked, so none is running here."""
+    settings = settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", redis_url=redis_url,
+                            console_secret="shared-secret")
+    async with gateway_client(settings) as citizen_side, gateway_client(settings) as agent_side:
+        await agents.add(router_of(agent_side).sessions, "张伟", PASSWORD, "agent")
+        csrf = await login(agent_side, "张伟")
+        conv_id = await waiting_conversation(agent_side, "redis-citizen")
+        ws = await agent_side.ws_connect("/console/ws")
+        claimed = await agent_side.post(f"/console/api/conversations/{conv_id}/claim", headers={"X-CSRF-Token": csrf})
+        assert claimed.status == 200
+        replies = await Chat(citizen_side, "redis-citizen").say("请问有人吗")
+        assert Chat.text(replies) == "人工客服已接入，请直接说明您的问题。"  # the greeting, kept for the REST client
+        frame = await ws.receive_json(timeout=5)
+        assert (frame["conversation_id"], frame["author"], frame["text"]) == (conv_id, "citizen", "请问有人吗")
+        await ws.close()
