@@ -397,18 +397,18 @@ class Router:
             attachments = list((inbound.payload or {}).get("attachments", ()))
             return await self._finish(conv, inbound, replies_without_text(attachments), status="done",
                                       delivered=delivered)
-        if conv.state == "with_agent":  # a person answers: the bot is not asked (read fresh in this turn)
+        # Who answers is read afresh in this turn; a cancel that loses to a claim goes to the agent.
+        if conv.state == "waiting" and text.strip() in CANCEL_WORDS and await self._set_state(conv, "waiting", "bot"):
+            return await self._finish(conv, inbound, [Reply(CANCELLED_TEXT)], status="done", delivered=delivered)
+        if conv.state == "with_agent":  # a person answers: the bot is not asked
             replies = await self._finish(conv, inbound, [], status="done", delivered=delivered)
             if self.to_agent is not None:
                 await self.to_agent(conv, inbound)
             return replies
         if conv.state == "waiting":
-            if text.strip() in CANCEL_WORDS and await self._set_state(conv, "waiting", "bot"):
-                return await self._finish(conv, inbound, [Reply(CANCELLED_TEXT)], status="done", delivered=delivered)
-            if conv.state == "waiting":
-                queue = QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1)
-                return await self._finish(conv, inbound, [Reply(WAITING_TEXT), Reply(queue)], status="done",
-                                          delivered=delivered)
+            queue = QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1)
+            return await self._finish(conv, inbound, [Reply(WAITING_TEXT), Reply(queue)], status="done",
+                                      delivered=delivered)
         if behind_pending:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
         if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
@@ -510,8 +510,11 @@ class Router:
         if done.rowcount == 1:
             conv.state, conv.waiting_since = new, since
             return True
-        async with self.sessions() as session:
-            conv.state = await session.scalar(select(Conversation.state).where(Conversation.id == conv.id)) or conv.state
+        async with self.sessions() as session:  # someone else changed it: read who holds it now
+            row = (await session.execute(select(Conversation.state, Conversation.agent_id)
+                                         .where(Conversation.id == conv.id))).first()
+        if row is not None:
+            conv.state, conv.agent_id = row
         return False
 
     async def _ahead_of(self, conv: Conversation) -> int:

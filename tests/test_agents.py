@@ -240,4 +240,9 @@ async def test_a_citizen_message_reaches_the_console_on_another_replica_through_
         assert Chat.text(replies) == "人工客服已接入，请直接说明您的问题。"  # the greeting, kept for the REST client
         frame = await ws.receive_json(timeout=5)
         assert (frame["conversation_id"], frame["author"], frame["text"]) == (conv_id, "citizen", "请问有人吗")
+        # "取消" leaves the queue only while waiting: with a person it is a message for that person.
+        assert await Chat(citizen_side, "redis-citizen").say("取消", message_id="redis-2") == []
+        assert (await ws.receive_json(timeout=5))["text"] == "取消"
+        async with router_of(citizen_side).sessions() as session:
+            assert await session.scalar(select(Conversation.state).where(Conversation.id == conv_id)) == "with_agent"
         await ws.close()
