@@ -21,6 +21,7 @@ from gateway import api, events_api
 from gateway.answering import Answering
 from gateway.bot_client import RasaClient
 from gateway.config import Settings
+from gateway.console import Console
 from gateway.coordination import make_coordinator
 from gateway.http import json_error
 from gateway.intake import GatewayIntake
@@ -82,6 +83,10 @@ def create_app(
     wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
     sms = SmsChannel(settings)
     channels: tuple[Channel, ...] = (web_channel, wechat, sms)
+    console = Console(settings.max_body_bytes)
+    if not settings.console_secret:
+        log.warning("HOTLINE_CONSOLE_SECRET is not set: console logins last until this process restarts "
+                    "and hold on this replica only")
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await migrate(settings.database_url)
@@ -107,6 +112,9 @@ def create_app(
             clock=clock,
         )
         app[ROUTER] = router
+        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake)
+        router.to_agent = console.citizen_wrote
+        await console.fan_out_through(settings.redis_url)
         answering = Answering(router, settings.answer_concurrency)
         surveys = SurveyService(sessions, profile, clock=clock, on_enqueued=worker.wake,
                                 sign_name=settings.sms_sign_name,
@@ -137,6 +145,7 @@ def create_app(
             for task in batch:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await console.stop()
         for channel in channels:
             await channel.stop()
         if webhook_http is not None:
@@ -149,6 +158,7 @@ def create_app(
     app.cleanup_ctx.append(resources)
     for channel in channels:
         channel.add_routes(app)
+    console.add_routes(app, settings.console_secret, settings.console_secure_cookie)
     api.add_routes(app)
     events_api.add_routes(app)
     app.router.add_get("/healthz", healthz)

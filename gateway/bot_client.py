@@ -63,6 +63,34 @@ class RasaClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BotUnavailable(f"rasa unreachable: {type(exc).__name__}") from exc
 
+    async def tracker_event(self, sender: str, event: dict[str, Any]) -> None:
+        """Append an event to the bot's tracker (Rasa's tracker events API, needs --enable-api): a
+        ConversationPaused (`{"event": "pause"}`) while a person holds the conversation, and
+        ConversationResumed when it comes back, so Rasa's own record says who was answering."""
+        try:
+            async with self._session.post(
+                f"{self.base_url}/conversations/{sender}/tracker/events", json=event, timeout=self._timeout
+            ) as resp:
+                if resp.status != 200:
+                    raise BotUnavailable(f"rasa answered HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BotUnavailable(f"rasa unreachable: {type(exc).__name__}") from exc
+
+    async def slots(self, sender: str) -> dict[str, Any]:
+        """The facts the bot collected (its tracker's slots); empty when Rasa cannot say."""
+        try:
+            async with self._session.get(
+                f"{self.base_url}/conversations/{sender}/tracker", params={"include_events": "NONE"},
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                if resp.status != 200:
+                    return {}
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError):
+            return {}
+        slots = data.get("slots") if isinstance(data, dict) else None
+        return slots if isinstance(slots, dict) else {}
+
     async def healthy(self) -> bool:
         try:
             async with self._session.get(f"{self.base_url}/", timeout=aiohttp.ClientTimeout(total=3)) as resp:

@@ -286,6 +286,44 @@ async def _tick_at(settings: Settings, at: Any) -> dict[str, Any]:
         await runner.cleanup()
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    """Agent accounts. The password comes from stdin (never an argument: it would sit in the shell
+    history and in `ps`); each change is in the audit log."""
+    from gateway.schema import migrate
+    from handoff import agents
+    from storage.db import make_engine, make_sessions
+
+    async def go() -> int:
+        url = Settings.from_env().database_url
+        await migrate(url)
+        engine = make_engine(url)
+        sessions = make_sessions(engine)
+        try:
+            if args.action == "add":
+                if sys.stdin.isatty():
+                    import getpass
+
+                    password = getpass.getpass(f"password for {args.name}: ")
+                else:
+                    password = sys.stdin.readline().rstrip("\n")
+                await agents.add(sessions, args.name, password, args.role)
+                print(f"agent {args.name} added ({args.role})")
+            elif args.action == "disable":
+                await agents.disable(sessions, args.name)
+                print(f"agent {args.name} disabled")
+            else:
+                for agent in await agents.listing(sessions):
+                    print(f"{agent.name}\t{agent.role}\t{'active' if agent.active else 'disabled'}")
+            return 0
+        except agents.AgentError as exc:
+            print(f"hotline agents: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     tick.add_argument("--at", required=True, help="ISO time with offset, e.g. 2026-11-28T10:00:00+08:00")
     tick.add_argument("--ahead", action="store_true", help="allow a time in the future (tests, rehearsals)")
     tick.set_defaults(func=cmd_surveys_tick)
+
+
+    agents = sub.add_parser("agents", help="human agents' accounts").add_subparsers(dest="action", required=True)
+    add = agents.add_parser("add", help="add an agent; the password is read from stdin")
+    add.add_argument("name")
+    add.add_argument("--role", choices=("agent", "supervisor"), default="agent")
+    agents.add_parser("list", help="list agents")
+    disable = agents.add_parser("disable", help="disable an agent (their session stops at once)")
+    disable.add_argument("name")
+    for command in (add, *agents.choices.values()):
+        command.set_defaults(func=cmd_agents)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

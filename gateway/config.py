@@ -51,6 +51,8 @@ class Settings:
     wechat_api_base: str = "https://api.weixin.qq.com"
     # A push's signed timestamp may be this far from our clock; its nonce is then used once per body.
     wechat_max_skew_s: int = 300
+    console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
+    console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,4 +90,6 @@ class Settings:
             wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
             wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
             wechat_max_skew_s=_int("HOTLINE_WECHAT_MAX_SKEW_S", cls.wechat_max_skew_s),
+            console_secret=os.environ.get("HOTLINE_CONSOLE_SECRET", cls.console_secret),
+            console_secure_cookie=os.environ.get("HOTLINE_CONSOLE_SECURE_COOKIE", "") in ("1", "true", "yes"),
         )

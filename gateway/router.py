@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, insert, select, update
+from sqlalchemy import Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
@@ -49,6 +49,9 @@ MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求�
 UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
 RESENT_PREFIX = "（此前未能送达的回复）"
 INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
+QUEUE_TEXT = "您当前排在等待人工客服队列的第{place}位。如不想等待，可回复“取消”返回智能客服。"
+CANCELLED_TEXT = "已为您取消转接人工客服。请继续描述您要反映的问题，智能客服为您服务。"
+CANCEL_WORDS = ("取消", "取消转接", "不等了")
 BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
 FAILING_TEXT = "抱歉，处理您的留言时出现问题。您的留言已保存，我们会尽快回复您。紧急情况请直接拨打110、119、120或122。"
 FAILED_TEXT = "抱歉，您的留言暂时无法自动处理，已保存并交工作人员查看。如需尽快办理，请回复“人工”转接人工客服。"
@@ -158,6 +161,8 @@ class Router:
         self._with_open_query = _conversation_with_open_query()
         self._accepting: list[tuple[InboundMessage, asyncio.Future[Conversation | None]]] = []
         self._accept_writer: asyncio.Task[None] | None = None
+        # Given by the app: a citizen's message in a conversation a person holds goes to the console.
+        self.to_agent: Callable[[Conversation, Message], Awaitable[None]] | None = None
 
     def close(self) -> None:
         if self._owns_transact:
@@ -488,8 +493,18 @@ class Router:
             attachments = list((inbound.payload or {}).get("attachments", ()))
             return await self._finish(conv, inbound, replies_without_text(attachments), status="done",
                                       delivered=delivered)
-        if conv.state in ("waiting", "with_agent"):
-            return await self._finish(conv, inbound, [Reply(WAITING_TEXT)], status="done", delivered=delivered)
+        # Who answers is read afresh in this turn; a cancel that loses to a claim goes to the agent.
+        if conv.state == "waiting" and text.strip() in CANCEL_WORDS and await self._set_state(conv, "waiting", "bot"):
+            return await self._finish(conv, inbound, [Reply(CANCELLED_TEXT)], status="done", delivered=delivered)
+        if conv.state == "with_agent":  # a person answers: the bot is not asked
+            replies = await self._finish(conv, inbound, [], status="done", delivered=delivered)
+            if self.to_agent is not None:
+                await self.to_agent(conv, inbound)
+            return replies
+        if conv.state == "waiting":
+            queue = QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1)
+            return await self._finish(conv, inbound, [Reply(WAITING_TEXT), Reply(queue)], status="done",
+                                      delivered=delivered)
         if behind_pending:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
         if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
@@ -588,10 +603,8 @@ class Router:
             self.metrics.work_orders.labels(profile.id, action.fields["category"], receipt.outcome).inc()
             return [Reply(receipt.citizen_text())]
         if isinstance(action, payloads.Handoff):
-            async with self.sessions() as session:
-                await session.execute(update(Conversation).where(Conversation.id == conv.id).values(state="waiting"))
-                await session.commit()
-            conv.state = "waiting"
+            if await self._set_state(conv, "bot", "waiting"):
+                return [Reply(QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1))]
         elif action.kind == "unknown":
             log.warning("conversation %s: payload the gateway does not know, kept only: %s", conv.id, sorted(payload))
         elif action.kind == "screened":
@@ -602,6 +615,36 @@ class Router:
                      if payload.get("ask") else "")
             self.metrics.screened.labels(profile.id, reason).inc()
         return []
+
+    async def _set_state(self, conv: Conversation, current: str, new: str) -> bool:
+        """Compare-and-set on who answers, so a turn never undoes an agent's claim made meanwhile."""
+        since = utcnow() if new == "waiting" else None
+        async with self.sessions() as session:
+            done = await session.execute(
+                update(Conversation).where(Conversation.id == conv.id, Conversation.state == current)
+                .values(state=new, waiting_since=since)
+            )
+            await session.commit()
+        if done.rowcount == 1:
+            conv.state, conv.waiting_since = new, since
+            return True
+        async with self.sessions() as session:  # someone else changed it: read who holds it now
+            row = (await session.execute(select(Conversation.state, Conversation.agent_id)
+                                         .where(Conversation.id == conv.id))).first()
+        if row is not None:
+            conv.state, conv.agent_id = row
+        return False
+
+    async def _ahead_of(self, conv: Conversation) -> int:
+        """The citizen's place in the queue: how many have waited longer."""
+        if conv.waiting_since is None:
+            return 0
+        async with self.sessions() as session:
+            ahead = await session.scalar(
+                select(func.count()).select_from(Conversation).where(
+                    Conversation.state == "waiting", Conversation.waiting_since < conv.waiting_since)
+            )
+        return ahead or 0
 
     async def _follow_up(
         self, conv: Conversation, profile: Profile, action: payloads.Withdraw | payloads.Supplement

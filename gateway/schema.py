@@ -1,7 +1,7 @@
 """The whole schema: every package's tables, and the one Alembic history that creates and upgrades them.
 
 Each package owns its tables (storage: conversations, messages, outbox, inbox keys, media; gateway:
-sender limits; handoff: work orders, surveys, revisits, opt-outs; channels: SMS records, WeChat
+sender limits; handoff: work orders, surveys, revisits, opt-outs, agents and their audit log; channels: SMS records, WeChat
 tokens). They share storage.base.Base, so importing them here gives Alembic the complete metadata.
 """
 
@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from channels.sms.models import SmsRecord
 from channels.wechat.models import WeChatToken
 from gateway.models import SenderLimit
+from handoff.agents import Agent, AgentAudit
 from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
 from storage.base import Base
 from storage.conversations import Conversation, Message
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 MODELS = (
     Conversation, Message, OutboxItem, InboxKey, Media,  # storage
     SenderLimit,  # gateway
-    WorkOrder, WorkOrderEvent, Survey, SmsOptOut, Revisit,  # handoff
+    WorkOrder, WorkOrderEvent, Survey, SmsOptOut, Revisit, Agent, AgentAudit,  # handoff
     SmsRecord, WeChatToken,  # channels
 )
 METADATA: MetaData = Base.metadata

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.base import Base, utcnow
@@ -23,6 +23,9 @@ class Conversation(Base):
     sender_id: Mapped[str] = mapped_column(String(128))
     profile: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="bot")
+    # The human who holds it (state with_agent; handoff.agents.Agent) and since when it waits for one.
+    agent_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    waiting_since: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

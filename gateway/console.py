@@ -1,0 +1,344 @@
+"""The agents' console: login, the queue, claiming a conversation, talking to the citizen, handing it back.
+
+GET  /console/ (page; redirects to /console/login without a session) · GET /console/ws (live citizen messages)
+POST /console/api/login {"name","password"} → {"name","role","csrf"} (401 wrong, 429 locked out)
+GET  /console/api/me · GET /console/api/queue · GET /console/api/conversations/{id} (audited read)
+POST /console/api/conversations/{id}/claim (200 also when already yours; 409 "已被…接入") · …/messages {"text"}
+     · …/release (back to the bot) · …/close
+Writes need the session's CSRF token in X-CSRF-Token; the cookie is HttpOnly and SameSite=Strict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import weakref
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import WSMsgType, web
+from aiohttp_session import get_session, new_session
+from aiohttp_session import setup as setup_sessions
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.messages import Reply
+from common.text import mask_phone
+from gateway.bot_client import BotUnavailable, RasaClient
+from gateway.http import json_error, read_limited
+from gateway.router import Notify, bot_sender
+from handoff import agents
+from handoff.agents import Agent
+from storage.base import utcnow
+from storage.conversations import Conversation, Message
+from storage.outbox import enqueue
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "console_static"
+COOKIE = "hotline_console"
+RELEASED_TEXT = "人工客服已结束本次服务，智能客服继续为您服务。"
+CLOSED_TEXT = "人工客服已结束本次对话，感谢您的来电。如有新的问题，请直接留言。"
+CLAIMED_TEXT = "人工客服已接入，请直接说明您的问题。"
+FACT_SLOTS = ("category", "content", "place", "event_time", "name", "phone")
+MAX_TEXT = 2000
+FANOUT = "hotline:console"  # Redis pub/sub channel: citizen messages to the replica holding the agent's socket
+
+
+def session_key(secret: str) -> bytes:
+    """The cookie's key (32 bytes for Fernet) from the configured secret; every replica given the same secret reads the same cookies."""
+    return hashlib.sha256(secret.encode()).digest() if secret else secrets.token_bytes(32)
+
+
+class Console:
+    """Routes and the in-process fan-out of citizen messages to the agents' open consoles."""
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._bot: RasaClient | None = None
+        self._notify: Notify | None = None
+        self._outbox_channels: set[str] = set()
+        self._wake = lambda: None
+        self._sockets: dict[int, weakref.WeakSet[web.WebSocketResponse]] = {}
+        self._redis: aioredis.Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    def start(self, sessions: async_sessionmaker[AsyncSession], bot: RasaClient, notify: Notify,
+              outbox_channels: set[str], wake: Any) -> None:
+        self._sessions, self._bot, self._notify = sessions, bot, notify
+        self._outbox_channels, self._wake = outbox_channels, wake
+
+    async def fan_out_through(self, redis_url: str | None) -> None:
+        """With Redis, a citizen's message taken in by one replica reaches the agent's console on any
+        replica (pub/sub: live delivery only; the transcript read is the record). Without, in process."""
+        if redis_url:
+            self._redis = aioredis.from_url(redis_url)
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            await pubsub.subscribe(FANOUT)
+            self._listener = asyncio.create_task(self._listen(pubsub))
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    data = json.loads(message["data"])
+                    await self._deliver(int(data["agent_id"]), data["frame"])
+            except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
+                log.warning("console fan-out: %s; listening again", type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _deliver(self, agent_id: int, frame: dict[str, Any]) -> None:
+        for ws in list(self._sockets.get(agent_id, ())):
+            if not ws.closed:
+                await ws.send_json(frame)
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        assert self._sessions is not None, "the console is used before the app started it"
+        return self._sessions
+
+    # -- the citizen side ---------------------------------------------------------------------
+
+    async def citizen_wrote(self, conv: Conversation, inbound: Message) -> None:
+        """The router's hook: a message in a conversation a person holds goes to that person's console."""
+        frame = {"type": "message", "conversation_id": conv.id, "author": "citizen", "text": inbound.text,
+                 "at": inbound.created_at.isoformat() if inbound.created_at else utcnow().isoformat()}
+        if self._redis is None:
+            await self._deliver(conv.agent_id or 0, frame)
+            return
+        try:
+            await self._redis.publish(FANOUT, json.dumps({"agent_id": conv.agent_id or 0, "frame": frame}))
+        except (aioredis.RedisError, OSError) as exc:  # the message is stored; the console reads it on refresh
+            log.warning("conversation %s: console fan-out failed: %s", conv.id, type(exc).__name__)
+
+    async def _say(self, conv: Conversation, text: str, author: dict[str, Any]) -> None:
+        """To the citizen through the reply path the bot's answers take: the open page at once (else
+        with the next REST answer), WeChat and SMS through their outbox senders."""
+        via_outbox = conv.channel in self._outbox_channels
+        async with self.sessions() as session:
+            out_id = await session.scalar(insert(Message).returning(Message.id).values(
+                conversation_id=conv.id, direction="out", text=text, payload=author,
+                status="outbox" if via_outbox else "queued"))
+            if via_outbox:
+                enqueue(session, channel=conv.channel, recipient=conv.sender_id, body={"text": text, "buttons": []},
+                        dedupe_key=f"message:{out_id}", conversation_id=conv.id, message_id=out_id)
+            await session.commit()
+        if via_outbox:
+            self._wake()
+        elif self._notify is not None and await self._notify(conv.channel, conv.sender_id, [Reply(text)]):
+            async with self.sessions() as session:
+                await session.execute(update(Message).where(Message.id == out_id, Message.status == "queued")
+                                      .values(status="delivered"))
+                await session.commit()
+
+    async def _tell_bot(self, conv: Conversation, event: str) -> None:
+        """Rasa's tracker says who answered (paused while a person holds it); a bot outage must not
+        stop an agent, so it is logged and the gateway's own state still decides who answers."""
+        assert self._bot is not None
+        try:
+            await self._bot.tracker_event(bot_sender(conv), {"event": event})
+        except BotUnavailable as exc:
+            log.warning("conversation %s: could not tell the bot %s: %s", conv.id, event, exc)
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    async def _agent(self, request: web.Request, *, write: bool = False) -> Agent:
+        session = await get_session(request)
+        agent_id = session.get("agent_id")
+        agent = await agents.get(self.sessions, agent_id) if isinstance(agent_id, int) else None
+        if agent is None:
+            raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
+        if write and not hmac.compare_digest(str(session.get("csrf", "")), request.headers.get("X-CSRF-Token", "")):
+            raise web.HTTPForbidden(text='{"error": "bad or missing CSRF token"}', content_type="application/json")
+        return agent
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await read_limited(request, self.max_body))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from exc
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")
+        return data
+
+    async def login(self, request: web.Request) -> web.Response:
+        data = await self._json(request)
+        name, password = data.get("name"), data.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            return json_error(400, "name and password are required strings")
+        agent = await agents.login(self.sessions, name, password, request.remote or "")
+        if agent is None:
+            return json_error(401, "用户名或密码错误，或尝试次数过多，请稍后再试")
+        session = await new_session(request)  # a fresh session id: no fixation
+        session["agent_id"], session["csrf"] = agent.id, secrets.token_urlsafe(32)
+        return web.json_response({"name": agent.name, "role": agent.role, "csrf": session["csrf"]})
+
+    async def logout(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request, write=True)
+        async with self.sessions() as s:
+            agents.audit(s, agent, "logout")
+            await s.commit()
+        (await get_session(request)).invalidate()
+        return web.json_response({"ok": True})
+
+    async def me(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request)
+        session = await get_session(request)
+        return web.json_response({"name": agent.name, "role": agent.role, "csrf": session["csrf"]})
+
+    # -- queue and conversations --------------------------------------------------------------
+
+    async def queue(self, request: web.Request) -> web.Response:
+        await self._agent(request)
+        assert self._bot is not None
+        convs = await agents.waiting(self.sessions)
+        slots = await asyncio.gather(*(self._bot.slots(bot_sender(c)) for c in convs))
+        now = utcnow()
+        rows = []
+        for conv, facts in zip(convs, slots, strict=True):
+            since = conv.waiting_since or conv.updated_at
+            rows.append({
+                "conversation_id": conv.id, "channel": conv.channel,
+                "waited_s": round((now - since).total_seconds()), "urgent": bool(facts.get("urgent")),
+                "category": facts.get("category"), "summary": (facts.get("content") or "")[:80],
+                "facts": _shown_facts(facts),
+            })
+        rows.sort(key=lambda r: (not r["urgent"], -r["waited_s"]))  # urgent first, then longest waiting
+        return web.json_response({"waiting": rows})
+
+    def _conversation_id(self, request: web.Request) -> int:
+        try:
+            return int(request.match_info["id"])
+        except ValueError as exc:
+            raise web.HTTPNotFound() from exc
+
+    async def conversation(self, request: web.Request) -> web.Response:
+        """The whole transcript (citizen, bot, agent) and the facts; a full read, so it is audited."""
+        agent = await self._agent(request)
+        conv_id = self._conversation_id(request)
+        async with self.sessions() as session:
+            conv = await session.get(Conversation, conv_id)
+            if conv is None:
+                return json_error(404, "no such conversation")
+            rows = (await session.scalars(select(Message).where(Message.conversation_id == conv_id)
+                                          .order_by(Message.id))).all()
+            agents.audit(session, agent, "read", conversation_id=conv_id)
+            await session.commit()
+        assert self._bot is not None
+        facts = await self._bot.slots(bot_sender(conv))
+        messages = [{"author": _author(m), "text": m.text, "at": m.created_at.isoformat()} for m in rows]
+        return web.json_response({"conversation_id": conv.id, "channel": conv.channel, "state": conv.state,
+                                  "yours": conv.state == "with_agent" and conv.agent_id == agent.id,
+                                  "facts": _shown_facts(facts), "messages": messages})
+
+    async def claim(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request, write=True)
+        conv_id = self._conversation_id(request)
+        outcome = await agents.claim(self.sessions, agent, conv_id)
+        if not outcome.won:
+            if outcome.holder:
+                return json_error(409, f"已被{outcome.holder}接入")
+            return json_error(409, "该对话不在等待队列中")
+        if outcome.state is None:  # newly won, not already held: pause the bot and greet the citizen
+            conv = await agents.held(self.sessions, agent, conv_id)
+            if conv is not None:
+                await self._tell_bot(conv, "pause")
+                await self._say(conv, CLAIMED_TEXT, {"author": "agent", "agent": agent.name})
+        return web.json_response({"conversation_id": conv_id, "agent": agent.name})
+
+    async def message(self, request: web.Request) -> web.Response:
+        agent = await self._agent(request, write=True)
+        text = (await self._json(request)).get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+            return json_error(400, f"text must be 1-{MAX_TEXT} characters")
+        conv = await agents.held(self.sessions, agent, self._conversation_id(request))
+        if conv is None:
+            return json_error(409, "您未接入该对话")
+        await self._say(conv, text.strip(), {"author": "agent", "agent": agent.name})
+        async with self.sessions() as session:
+            agents.audit(session, agent, "message", conversation_id=conv.id)
+            await session.commit()
+        return web.json_response({"ok": True})
+
+    async def _finish(self, request: web.Request, action: str, text: str) -> web.Response:
+        agent = await self._agent(request, write=True)
+        conv = await agents.finish(self.sessions, agent, self._conversation_id(request), action)
+        if conv is None:
+            return json_error(409, "您未接入该对话")
+        await self._tell_bot(conv, "resume")
+        await self._say(conv, text, {"author": "agent", "agent": agent.name})
+        return web.json_response({"ok": True})
+
+    async def release(self, request: web.Request) -> web.Response:
+        return await self._finish(request, "release", RELEASED_TEXT)
+
+    async def close(self, request: web.Request) -> web.Response:
+        return await self._finish(request, "close", CLOSED_TEXT)
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """Live citizen messages. A browser sends the cookie on any site's WebSocket, so the Origin
+        must be this console's own."""
+        agent = await self._agent(request)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            raise web.HTTPForbidden(text="cross-origin console socket")
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
+        await ws.prepare(request)
+        self._sockets.setdefault(agent.id, weakref.WeakSet()).add(ws)
+        try:
+            async for frame in ws:
+                if frame.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._sockets.get(agent.id, weakref.WeakSet()).discard(ws)
+        return ws
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        session = await get_session(request)
+        if request.path != "/console/login" and "agent_id" not in session:
+            raise web.HTTPFound("/console/login")
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    def add_routes(self, app: web.Application, secret: str, secure_cookie: bool) -> None:
+        setup_sessions(app, EncryptedCookieStorage(session_key(secret), cookie_name=COOKIE, httponly=True,
+                                                   samesite="Strict", secure=secure_cookie, max_age=12 * 3600))
+        app.router.add_get("/console/", self.page)
+        app.router.add_get("/console/login", self.page)
+        app.router.add_get("/console/ws", self.websocket)
+        app.router.add_post("/console/api/login", self.login)
+        app.router.add_post("/console/api/logout", self.logout)
+        app.router.add_get("/console/api/me", self.me)
+        app.router.add_get("/console/api/queue", self.queue)
+        app.router.add_get("/console/api/conversations/{id}", self.conversation)
+        for action in ("claim", "messages", "release", "close"):
+            handler = self.message if action == "messages" else getattr(self, action)
+            app.router.add_post(f"/console/api/conversations/{{id}}/{action}", handler)
+
+
+def _author(m: Message) -> str:
+    if m.direction == "in":
+        return "citizen"
+    return "agent" if (m.payload or {}).get("author") == "agent" else "bot"
+
+
+def _shown_facts(slots: dict[str, Any]) -> dict[str, Any]:
+    """The facts the bot collected, phone masked: revealing it is a separate, audited act."""
+    facts = {k: slots.get(k) for k in FACT_SLOTS if slots.get(k) not in (None, "")}
+    if "phone" in facts:
+        facts["phone"] = mask_phone(str(facts["phone"]))
+    return facts
