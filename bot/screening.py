@@ -73,7 +73,7 @@ NOW_MARKERS = (
 )
 # Words of the present that letters also use for long-standing problems (现在还没有房产证): enough
 # only in a short message.
-NOW_IN_CHAT = ("现在", "还在", "紧急", "怎么办", "刚", "急死")
+NOW_IN_CHAT = ("现在", "还在", "紧急", "怎么办", "刚")
 # Danger words inside everyday phrases: 打不着火 is a stove that will not light.
 NOT_DANGER = ("打不着火", "点不着火", "不着火", "着火点", "防火", "消防栓", "正在打造", "正在打算", "正在打听")
 # A danger word used as a hazard (火灾隐患) or a what-if (一旦发生火灾, 万一着火) names no present danger.
@@ -93,8 +93,8 @@ LETTER_CHARS = 120
 EMERGENCY_SURE = 0.8
 
 
-def is_now(text: str, *, strong: bool = False) -> bool:
-    markers = NOW_MARKERS if strong or len(text) >= LETTER_CHARS else NOW_MARKERS + NOW_IN_CHAT
+def is_now(text: str) -> bool:
+    markers = NOW_MARKERS if len(text) >= LETTER_CHARS else NOW_MARKERS + NOW_IN_CHAT
     return any(marker in text for marker in markers)
 
 
@@ -120,16 +120,6 @@ def keyword_service(text: str, profile: Profile, *, near_now: bool = False) -> E
                     return service
                 start = text.find(word, start + 1)
     return None
-
-
-def emergency_service(text: str, profile: Profile) -> EmergencyService | None:
-    """The emergency line a keyword points to, unless the text speaks of the past or of prevention, or
-    is a letter that names a danger without saying it is happening now."""
-    text = normalize(text)
-    letter = len(text) >= LETTER_CHARS
-    if is_past(text, profile) and not is_now(text):
-        return None
-    return keyword_service(text[:LETTER_HEAD_CHARS] if letter else text, profile, near_now=letter)
 
 
 def emergency_message(profile: Profile, service: EmergencyService | None) -> str:
@@ -346,10 +336,10 @@ def _emergency(clean: str, top: str | None, top_conf: float, profile: Profile) -
     now = is_now(clean)
     if is_past(clean, profile) and not now:
         return None  # 去年着火, 每天都有人打架: a past or habitual matter, even in the model's eyes
-    service = keyword_service(clean[:LETTER_HEAD_CHARS] if letter else clean, profile, near_now=letter)
-    model_says = top == "emergency" and top_conf >= (EMERGENCY_SURE if letter else EMERGENCY_MIN_CONFIDENCE)
     if letter and not now:
         return None  # a letter naming a danger (交通事故, 火灾) without a word of the present
+    service = keyword_service(clean[:LETTER_HEAD_CHARS] if letter else clean, profile, near_now=letter)
+    model_says = top == "emergency" and top_conf >= (EMERGENCY_SURE if letter else EMERGENCY_MIN_CONFIDENCE)
     if service is None and not model_says:
         return None
     sure = now or (service is not None and model_says) or (model_says and top_conf >= EMERGENCY_SURE)
