@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.evaluation import Outcome, heldout_report, read_heldout, read_letters, real_report
 from bot.screening import screen
-from gateway.cli import REAL_DEV, Parse, _with_bot
+from gateway.cli import REAL_DEV, Parse, with_rasa
 from gateway.config import ROOT
 from profiles import Profile, load
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{report.wrongly_refused}/{report.requests} ({report.wrongful_refusal_rate:.1%}) | {share:.1%} |")
         return 0
 
-    return _with_bot(args.rasa_url, work)
+    return with_rasa(args.rasa_url, work)
 
 
 if __name__ == "__main__":

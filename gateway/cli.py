@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_bot(rasa_url: str | None, work: Callable[[Parse], Awaitable[int]]) -> int:
+def with_rasa(rasa_url: str | None, work: Callable[[Parse], Awaitable[int]]) -> int:
     """Run `work` with Rasa's parse: the server at `rasa_url` when one answers, else one started for the run."""
     import aiohttp
 
@@ -123,7 +123,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print(f"classified {len(lines)} lines in {time.monotonic() - started:.1f}s", file=sys.stderr)
         return 0
 
-    return _with_bot(args.rasa_url, work)
+    return with_rasa(args.rasa_url, work)
 
 
 def cmd_eval_real(args: argparse.Namespace) -> int:
@@ -149,7 +149,7 @@ def cmd_eval_real(args: argparse.Namespace) -> int:
             Path(args.out).write_text("".join(f"{row}\n" for row in rows), encoding="utf-8")  # noqa: ASYNC240
         return 0 if report.share >= args.min_accepted else 1
 
-    return _with_bot(args.rasa_url, work)
+    return with_rasa(args.rasa_url, work)
 
 
 def cmd_eval_heldout(args: argparse.Namespace) -> int:
@@ -171,7 +171,7 @@ def cmd_eval_heldout(args: argparse.Namespace) -> int:
         )
         return 0 if ok else 1
 
-    return _with_bot(args.rasa_url, work)
+    return with_rasa(args.rasa_url, work)
 
 
 def _reachable(url: str) -> bool:
