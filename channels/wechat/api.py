@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import aiohttp
 import redis.asyncio as aioredis
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.wechat.config import WeChatApp
@@ -94,11 +95,19 @@ class DbTokenStore:
         return row.token if expires > utcnow() else None
 
     async def put(self, appid: str, token: str, ttl_s: int) -> None:
-        async with self.sessions() as session:
-            await session.merge(
-                WeChatToken(appid=appid, token=token, expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
-            )
-            await session.commit()
+        # merge reads, then inserts: two replicas storing their first token at once race on the key.
+        # The loser stores its token over the winner's (WeChat keeps both valid for a while).
+        for attempt in (1, 2):
+            async with self.sessions() as session:
+                await session.merge(
+                    WeChatToken(appid=appid, token=token, expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
+                )
+                try:
+                    await session.commit()
+                    return
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
 
     async def drop(self, appid: str, token: str) -> None:
         async with self.sessions() as session:
