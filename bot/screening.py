@@ -109,8 +109,7 @@ def keyword_service(text: str, profile: Profile, *, near_now: bool = False) -> E
         text = text.replace(phrase, "，")
     for service in profile.emergency_services:
         for word in service.keywords:
-            start = text.find(word)
-            while start >= 0:
+            for start in _mentions(text, word):
                 end = start + len(word)
                 hypothetical = text[end : end + 4].startswith(HAZARD_AFTER) or any(
                     w in text[max(0, start - 6) : start] for w in HYPOTHETICAL_BEFORE
@@ -118,7 +117,6 @@ def keyword_service(text: str, profile: Profile, *, near_now: bool = False) -> E
                 window = text[max(0, start - NEAR_CHARS) : end + NEAR_CHARS]
                 if not hypothetical and (not near_now or any(marker in window for marker in NOW_MARKERS)):
                     return service
-                start = text.find(word, start + 1)
     return None
 
 

@@ -105,6 +105,15 @@ def reset_intake() -> list[EventType]:
     return [SlotSet(slot, None) for slot in INTAKE_SLOTS]
 
 
+def utter_referral(dispatcher: CollectingDispatcher, verdict: Verdict) -> None:
+    """The emergency number at once, and the question when the bot cannot tell whether it is now."""
+    payload = screened_payload(verdict)
+    if verdict.ask is None:
+        dispatcher.utter_message(text=verdict.message, json_message=payload)
+    else:
+        dispatcher.utter_message(text=f"{verdict.message}\n{verdict.ask}", json_message={**payload, "ask": verdict.ask})
+
+
 def screened_payload(verdict: Verdict) -> dict[str, Any]:
     screened: ScreenedFields = {"reason": verdict.reason or "", "article": verdict.article, "confidence": verdict.confidence}
     return {"screened": screened}
@@ -125,10 +134,10 @@ class ActionStartIntake(Action):
             clear: list[EventType] = [SlotSet("pending_request", None), SlotSet("pending_kind", None)]
             if intent == "affirm":  # yes, it is happening now: the number again, nothing else
                 service = keyword_service(facts.normalize(pending), profile)
-                dispatcher.utter_message(
-                    text=emergency_message(profile, service),
-                    json_message={"screened": {"reason": "emergency", "article": profile.emergency_article, "confidence": 1.0}},
-                )
+                utter_referral(dispatcher, Verdict(
+                    False, None, "emergency", True, 1.0, article=profile.emergency_article,
+                    message=emergency_message(profile, service), service=service,
+                ))
                 return clear
             if intent == "deny" or is_past(facts.normalize(text), profile):
                 # Not happening now: the first message is the request; this reply adds to it.
@@ -144,10 +153,7 @@ class ActionStartIntake(Action):
             return events
         verdict = screen(text, tracker.latest_message, profile)
         if verdict.ask is not None:
-            dispatcher.utter_message(
-                text=f"{verdict.message}\n{verdict.ask}",
-                json_message={**screened_payload(verdict), "ask": verdict.ask},
-            )
+            utter_referral(dispatcher, verdict)
             kind = best_request_kind(text, tracker.latest_message)
             return [*events, SlotSet("pending_request", facts.normalize(text)[:2000]), SlotSet("pending_kind", kind)]
         return [*events, *self.start(dispatcher, tracker, profile, text, verdict)]
@@ -228,13 +234,10 @@ def emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: 
     verdict = emergency_verdict(text, tracker.latest_message, profile)
     if verdict is None:
         return None
+    utter_referral(dispatcher, verdict)
     if verdict.ask is None:
-        dispatcher.utter_message(text=verdict.message or emergency_message(profile, None), json_message=screened_payload(verdict))
         return end_form()
-    # Unsure whether it is happening now: the number at once, and "不是" goes back to the request.
-    dispatcher.utter_message(
-        text=f"{verdict.message}\n{verdict.ask}", json_message={**screened_payload(verdict), "ask": verdict.ask}
-    )
+    # Unsure whether it is happening now: "不是" goes back to the request.
     request = tracker.get_slot("content") or text
     return [*end_form(), SlotSet("pending_request", request), SlotSet("pending_kind", tracker.get_slot("category"))]
 
