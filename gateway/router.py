@@ -507,8 +507,6 @@ class Router:
                                       delivered=delivered)
         if behind_pending:  # keep the citizen's order: this one waits behind the earlier ones
             return await self._finish(conv, inbound, [Reply(BOT_DOWN_TEXT)], status="pending_bot", delivered=delivered)
-        if conv.channel in self.outbox_channels and len(text) <= 32:  # button titles are short
-            text = await self._button_payload(conv, inbound, text)
         decision = await self.limits.check(conv, text, self._profile(conv), standing)
         if decision.limited_text is not None:
             return await self._finish(conv, inbound, [Reply(decision.limited_text)], status="limited", delivered=delivered)
@@ -523,12 +521,6 @@ class Router:
     def _profile(self, conv: Conversation) -> Profile:
         """The conversation's jurisdiction (fixed when it started), not whatever is configured now."""
         return self.profile if conv.profile == self.profile.id else load_profile(conv.profile)
-
-    async def _button_payload(self, conv: Conversation, inbound: Message, text: str) -> str:
-        """Channels that show buttons as a line of titles (WeChat, SMS): a reply equal to a title of the
-        last reply's buttons, or its number, means that button, so the bot gets its payload, as from
-        the web page; the message keeps what the citizen wrote, for the transcript."""
-        return buttons.chosen_payload(text, await self._offered(conv, inbound), numbered=True) or text
 
     async def _offered(self, conv: Conversation, inbound: Message) -> list[Any]:
         """The buttons of the bot's last turn before `inbound` (all its replies, not only the last)."""
@@ -547,13 +539,19 @@ class Router:
             return [b for p in payloads for b in (p or {}).get("buttons", ())]
         return await self.transact(work)
 
-    async def _as_citizen_text(self, conv: Conversation, inbound: Message, text: str) -> str:
-        """Rasa reads a message starting with "/" as an intent (with entities and a confidence),
-        skipping the model and the screening. Only the exact payload of a button the bot just offered
-        in this conversation goes through as one; anything else typed is sent as words."""
-        if not text.startswith("/"):
+    async def _bot_text(self, conv: Conversation, inbound: Message, text: str) -> str:
+        """What Rasa gets for what the citizen wrote (the message keeps the citizen's words). Where buttons
+        are shown as a line of titles (WeChat, SMS), a title or its number means that button. Rasa reads
+        a text starting with "/" as an intent, skipping the model and the screening: only the exact
+        payload of a button the bot just offered goes through as one; anything else is sent as words."""
+        typed_button = conv.channel in self.outbox_channels and len(text) <= 32  # button titles are short
+        if not typed_button and not text.startswith("/"):
             return text
-        if any(isinstance(b, dict) and b.get("payload") == text for b in await self._offered(conv, inbound)):
+        offered = await self._offered(conv, inbound)
+        chosen = buttons.chosen_payload(text, offered, numbered=True) if typed_button else None
+        if chosen:
+            return chosen
+        if not text.startswith("/") or any(isinstance(b, dict) and b.get("payload") == text for b in offered):
             return text
         return text.lstrip("/").lstrip() or "／"
 
@@ -564,7 +562,7 @@ class Router:
         if len(text) > self.max_text_chars:
             prefix.append(Reply(TOO_LONG_TEXT.format(limit=self.max_text_chars)))
             text = text[: self.max_text_chars]
-        text = await self._as_citizen_text(conv, inbound, text)
+        text = await self._bot_text(conv, inbound, text)
         metadata = {"profile": conv.profile, "channel": conv.channel}
         with self.metrics.bot_seconds.time():
             output = await self.bot.send(bot_sender(conv), text, metadata)

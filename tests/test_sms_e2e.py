@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from handoff.models import WorkOrder
-from tests.conftest import Chat
+from tests.conftest import Chat, router_of
 from tests.sms_gateway import SmsGateway, sms_gateway
 from tests.sms_provider_servers import AlibabaServer, alibaba_up
+from tests.wechat_api_server import SlowBot
 
 pytestmark = pytest.mark.rasa
 OK = {"code": 0, "msg": "成功"}
@@ -132,3 +133,21 @@ async def test_a_citizen_rates_unsatisfied_while_a_new_intake_is_open(
         assert (await gw.tick())["defaulted"] == 0
         survey = await gw.survey(order.number)
         assert (survey.rating, survey.defaulted) == ("unsatisfied", False)
+
+
+async def test_a_choice_by_number_kept_through_a_bot_outage_is_read_as_the_button(
+    tmp_path: Path, provider: AlibabaServer, bot: tuple[SlowBot, str]
+) -> None:
+    """The retry of a kept "1" reaches the bot as the button it chose, as a live turn would."""
+    stand_in, url = bot
+    first = "我家门口的路灯坏了一个星期了"
+    stand_in.outputs[first] = [{"recipient_id": "x", "text": "请核对您的信息", "buttons": [
+        {"title": "确认提交", "payload": "/affirm"}, {"title": "修改", "payload": "/correct"}]}]
+    async with sms_gateway(tmp_path, provider, rasa_url=url) as gw:
+        assert "1确认提交" in await sms_turn(gw, provider, "13800007777", first, 1)
+        stand_in.down = True
+        assert await alibaba_up(gw.client, "13800007777", "1", 2) == (200, OK)
+        await gw.settle()
+        stand_in.down = False
+        assert await router_of(gw.client).retry_pending() == 1
+        assert stand_in.messages == [first, "/affirm"]
