@@ -39,6 +39,9 @@ class Reply:
 
     text: str
     buttons: tuple[dict[str, str], ...] = ()
+    # Where the channel sends templates (SMS): the kind and variables standing for this text
+    # (common/sms.py body), so a receipt costs one short SMS instead of its whole wording.
+    template: dict[str, Any] | None = None
 
     def as_rest(self, recipient_id: str) -> dict[str, Any]:
         out: dict[str, Any] = {"recipient_id": recipient_id, "text": self.text}

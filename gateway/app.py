@@ -117,8 +117,7 @@ def create_app(
         await console.fan_out_through(settings.redis_url)
         answering = Answering(router, settings.answer_concurrency)
         surveys = SurveyService(sessions, profile, clock=clock, on_enqueued=worker.wake,
-                                sign_name=settings.sms_sign_name,
-                                segment_chars=settings.sms_segment_chars, webhook_url=settings.ticket_webhook_url)
+                                webhook_url=settings.ticket_webhook_url)
         context = ChannelContext(GatewayIntake(router, answering), sessions, http, coordinator, settings, profile,
                                  outbox_max_attempts=worker.max_attempts)
         await web_channel.start(context)

@@ -37,11 +37,16 @@ class Settings:
     sms_key_secret: str = ""  # Alibaba AccessKey secret / Tencent SecretKey
     sms_app_id: str = ""  # Tencent SmsSdkAppId
     sms_region: str = "ap-guangzhou"  # Tencent region
-    sms_template_reply: str = ""  # template code/id with one variable: replies and notices
-    sms_template_survey: str = ""  # template code/id with one variable: the survey
+    sms_template_reply: str = ""  # template code/id per kind (docs/sms_templates.md): conversation replies
+    sms_template_notice: str = ""  # news of a work order (a handling unit's answer)
+    sms_template_survey: str = ""  # the satisfaction SMS, three levels
+    sms_template_survey5: str = ""  # the satisfaction SMS, five levels (好差评)
+    sms_template_ack: str = ""  # a request kept: its number and answer date
+    sms_template_code: str = ""  # a one-time code (a verification-code template)
+    sms_template_texts: str = ""  # JSON {kind: approved wording} where it differs from the default
+    sms_variable_max_chars: int = 0  # per-variable limit the provider's console shows; 0: its published one
     sms_api_url: str = ""  # provider endpoint; empty = the provider's public one
     sms_timeout_s: float = 5.0
-    sms_segment_chars: int = 70
     sms_callback_token: str = ""  # required as ?token= on the SMS callback URLs when set
     ticket_callback_secret: str = ""  # HMAC-SHA256 key of external ticket-system callbacks
     ticket_callback_window_s: int = 300
@@ -78,10 +83,15 @@ class Settings:
             sms_app_id=os.environ.get("HOTLINE_SMS_APP_ID", cls.sms_app_id),
             sms_region=os.environ.get("HOTLINE_SMS_REGION", cls.sms_region),
             sms_template_reply=os.environ.get("HOTLINE_SMS_TEMPLATE_REPLY", cls.sms_template_reply),
+            sms_template_notice=os.environ.get("HOTLINE_SMS_TEMPLATE_NOTICE", cls.sms_template_notice),
             sms_template_survey=os.environ.get("HOTLINE_SMS_TEMPLATE_SURVEY", cls.sms_template_survey),
+            sms_template_survey5=os.environ.get("HOTLINE_SMS_TEMPLATE_SURVEY5", cls.sms_template_survey5),
+            sms_template_ack=os.environ.get("HOTLINE_SMS_TEMPLATE_ACK", cls.sms_template_ack),
+            sms_template_code=os.environ.get("HOTLINE_SMS_TEMPLATE_CODE", cls.sms_template_code),
+            sms_template_texts=os.environ.get("HOTLINE_SMS_TEMPLATE_TEXTS", cls.sms_template_texts),
+            sms_variable_max_chars=_int("HOTLINE_SMS_VARIABLE_MAX_CHARS", cls.sms_variable_max_chars),
             sms_api_url=os.environ.get("HOTLINE_SMS_API_URL", cls.sms_api_url).rstrip("/"),
             sms_timeout_s=float(os.environ.get("HOTLINE_SMS_TIMEOUT_S", cls.sms_timeout_s)),
-            sms_segment_chars=_int("HOTLINE_SMS_SEGMENT_CHARS", cls.sms_segment_chars),
             sms_callback_token=os.environ.get("HOTLINE_SMS_CALLBACK_TOKEN", cls.sms_callback_token),
             ticket_callback_secret=os.environ.get("HOTLINE_TICKET_CALLBACK_SECRET", cls.ticket_callback_secret),
             ticket_callback_window_s=_int("HOTLINE_TICKET_CALLBACK_WINDOW_S", cls.ticket_callback_window_s),

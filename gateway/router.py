@@ -599,7 +599,7 @@ class Router:
                 return [Reply(INTAKE_FAILED_TEXT)]
             log.info("work order %s for conversation %s (%s)", receipt.number, conv.id, receipt.outcome)
             self.metrics.work_orders.labels(profile.id, action.fields["category"], receipt.outcome).inc()
-            return [Reply(receipt.citizen_text())]
+            return [Reply(receipt.citizen_text(), template=receipt.sms())]
         if isinstance(action, payloads.Handoff):
             if await self._set_state(conv, "bot", "waiting"):
                 return [Reply(QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1))]
@@ -674,7 +674,8 @@ class Router:
                 "conversation_id": conv.id,
                 "direction": "out",
                 "text": reply.text,
-                "payload": {"buttons": list(reply.buttons)} if reply.buttons else None,
+                "payload": ({"buttons": list(reply.buttons)} if reply.buttons else {})
+                | ({"template": reply.template} if reply.template else {}) or None,
                 "status": "outbox" if via_outbox else "delivered" if delivered else "queued",
                 "reply_to": inbound.id,
             }
@@ -692,7 +693,7 @@ class Router:
                         session,
                         channel=conv.channel,
                         recipient=conv.sender_id,
-                        body={"text": reply.text, "buttons": list(reply.buttons)},
+                        body={**(reply.template or {}), "text": reply.text, "buttons": list(reply.buttons)},
                         dedupe_key=f"message:{out_id}",
                         conversation_id=conv.id,
                         message_id=out_id,

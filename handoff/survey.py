@@ -33,7 +33,7 @@ from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder
 from handoff.ratings import BAD, close_defaulted, consequence
 from handoff.revisits import flag_revisit
 from handoff.survey_replies import ACTIVE, ForTheBot, SurveyReplies, default_note, flag_unconfirmed
-from handoff.survey_schedule import next_allowed, survey_text
+from handoff.survey_schedule import next_allowed, survey_sms
 from profiles import Profile
 from profiles import load as load_profile
 from storage.base import utcnow
@@ -55,13 +55,9 @@ class SurveyService:
         clock: Clock = utcnow,
         on_enqueued: Callable[[], None] | None = None,
         batch: int = 500,
-        sign_name: str = "12345热线",
-        segment_chars: int = 70,
         webhook_url: str = "",
     ) -> None:
         self.webhook_url = webhook_url
-        self.sign_name = sign_name
-        self.segment_chars = segment_chars
         self.sessions = sessions
         self.profile = profile
         self.clock = clock
@@ -154,9 +150,7 @@ class SurveyService:
                     session,
                     channel="sms",
                     recipient=survey.phone,
-                    body={"text": survey_text(number, survey.answer, rules, sign_name=self.sign_name,
-                                             segment_chars=self.segment_chars),
-                          "kind": "survey", "survey_id": survey.id},
+                    body={**survey_sms(number, survey.answer, rules), "survey_id": survey.id},
                     dedupe_key=f"survey:{survey.id}",
                     not_before=now,
                 )

@@ -25,7 +25,7 @@ from handoff import lifecycle
 from handoff.models import SmsOptOut, Survey, WorkOrder
 from handoff.ratings import BAD, LABELS, consequence, withdraw_consequence
 from handoff.revisits import flag_revisit
-from handoff.survey_parse import parse_reply
+from handoff.survey_parse import SCALES, parse_reply
 from handoff.survey_schedule import short_number
 from profiles import Profile
 from storage.conversations import Conversation, Message
@@ -43,7 +43,7 @@ MULTI_HINT = "您有多张待评价工单，本次计入最近的尾号{short}�
 CORRECTED = "工单尾号{short}的评价已更正为：{label}。"
 NO_CORRECTION = "工单尾号{short}已评价为{label}，不能再修改。如有问题请拨打12345。"
 LATE = "工单尾号{short}的评价时间已过，已按{label}记录。如仍有问题，请拨打12345或回复短信说明。"
-CLARIFY = "抱歉，没看懂您的评价。请回复数字：1满意、2基本满意、3不满意。"
+CLARIFY = "抱歉，没看懂您的评价。请回复数字：{choices}。"
 OPTOUT_ACK = "您已退订满意度回访短信，今后不再发送。如需反映问题，请拨打12345。"
 ASK = "您是在评价工单尾号{short}吗？请回复“是”或“不是”。"
 YES = {"是", "是的", "对", "对的", "嗯", "是啊", "对啊", "是评价", "y", "yes"}
@@ -77,6 +77,12 @@ class ForTheBot:
 class _Target:
     survey: Survey
     number: str
+    profile: str = ""
+
+
+def choices(scale: int) -> str:
+    """The scale's digits as the citizen replies them: 1满意、2基本满意、3不满意."""
+    return "、".join(f"{digit}{LABELS[rating]}" for digit, rating in SCALES[scale].items())
 
 
 class SurveyReplies:
@@ -90,8 +96,9 @@ class SurveyReplies:
         """Treat an SMS as a survey reply or an opt-out if it is one (in the caller's transaction,
         acknowledgements enqueued there too); False means it is for the bot, ForTheBot that an earlier
         held reply is."""
-        parsed = parse_reply(text)
         targets = await self._targets(session, phone, now)
+        scale = self.profile_for(targets[0].profile).survey.scale if targets else 3  # the latest survey's
+        parsed = parse_reply(text, scale)
         held = next((t for t in targets if _asked_lately(t.survey, now)), None)
         if held is not None:
             answer = _yes_no(text)
@@ -110,7 +117,8 @@ class SurveyReplies:
             if active and parsed.chars <= 15 and not any(t.survey.clarified for t in active):
                 await session.execute(update(Survey).where(Survey.id == active[0].survey.id).values(clarified=True))
                 self._note(active[0].survey, now, text, "unreadable")
-                self._send(session, phone, CLARIFY, f"clarify:{active[0].survey.id}", now)
+                self._send(session, phone, CLARIFY.format(choices=choices(scale)), f"clarify:{active[0].survey.id}",
+                           now)
                 return True
             return False
         assert parsed.rating is not None
@@ -237,7 +245,7 @@ class SurveyReplies:
         since = now - dt.timedelta(days=LATE_DAYS)
         rows = (
             await session.execute(
-                select(Survey, WorkOrder.number)
+                select(Survey, WorkOrder.number, WorkOrder.profile)
                 .join(WorkOrder, WorkOrder.id == Survey.work_order_id)
                 .where(
                     Survey.phone == phone,
@@ -250,11 +258,11 @@ class SurveyReplies:
             )
         ).all()
         latest: dict[int, _Target] = {}  # only an order's latest round can be answered or corrected
-        for survey, number in rows:
+        for survey, number, profile in rows:
             current = latest.get(survey.work_order_id)
             if current is None or survey.round > current.survey.round:
-                latest[survey.work_order_id] = _Target(survey, number or "")
-        return [t for t in (_Target(s, n or "") for s, n in rows) if latest[t.survey.work_order_id].survey is t.survey]
+                latest[survey.work_order_id] = _Target(survey, number or "", profile)
+        return [t for t in (_Target(s, n or "", p) for s, n, p in rows) if latest[t.survey.work_order_id].survey is t.survey]
 
     async def _rate(self, session: AsyncSession, target: _Target, rating: str, text: str, now: dt.datetime) -> str:
         survey = target.survey

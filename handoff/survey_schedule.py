@@ -1,24 +1,21 @@
-"""When a survey SMS may go and what it says: scheduled when the order is replied to, held through
-the profile's quiet hours (China time), and cut to one SMS with the signature."""
+"""When a survey SMS may go and what it carries: scheduled when the order is replied to, held through
+the profile's quiet hours (China time); its wording is the SMS channel's survey template."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import sms
 from common.china_time import CHINA_TZ
 from handoff.models import Survey, WorkOrder
 from handoff.ratings import LABELS
 from handoff.revisits import flag_revisit
 from profiles import Profile, SurveyRules
-
-# One 70-character SMS with the signature where the answer's summary allows. No "回复TD退订": that line
-# belongs to promotional SMS (Alibaba's template rules); 退订/TD is still honoured when a citizen sends it.
-SURVEY_TEXT = "您的工单尾号{short}已办理：{summary}。回复1满意2基本满意3不满意，{hours}小时未回复视为{default}"
-MIN_SUMMARY = 6
 
 
 def next_allowed(now: dt.datetime, rules: SurveyRules) -> dt.datetime:
@@ -36,19 +33,13 @@ def short_number(number: str | None) -> str:
     return (number or "")[-4:]
 
 
-def summarise(answer: str, limit: int) -> str:
-    text = re.sub(r"\s+", "", answer).rstrip("。.")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def survey_text(number: str, answer: str, rules: SurveyRules, *, sign_name: str, segment_chars: int) -> str:
-    """Names the order, summarises the answer, gives the scale and the default; the summary is
-    cut so that the whole fits one SMS with the 【signature】 (never below MIN_SUMMARY characters)."""
-    fields = {"short": short_number(number), "hours": f"{rules.window_hours:g}",
-              "default": LABELS[rules.default_rating]}
-    fixed = len(SURVEY_TEXT.format(summary="", **fields))
-    room = segment_chars - len(sign_name) - 2 - fixed
-    return SURVEY_TEXT.format(summary=summarise(answer, max(MIN_SUMMARY, room)), **fields)
+def survey_sms(number: str, answer: str, rules: SurveyRules) -> dict[str, Any]:
+    """The survey SMS as the SMS channel's survey template takes it (common/sms.py): the order's tail,
+    the answer (the channel cuts it to fit and sends the whole of a long one first), the window and
+    the default. The scale picks the template: three levels, or the 好差评 five."""
+    kind = sms.SURVEY5 if rules.scale == 5 else sms.SURVEY
+    return sms.body(kind, no=short_number(number), text=re.sub(r"\s+", "", answer).rstrip("。.") or "已办理",
+                    hours=f"{rules.window_hours:g}", default=LABELS[rules.default_rating])
 
 
 async def schedule(session: AsyncSession, order: WorkOrder, answer: str, profile: Profile, now: dt.datetime) -> None:

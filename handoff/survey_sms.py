@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common import sms
 from handoff.models import SmsOptOut, Survey
 from handoff.revisits import flag_revisit
 from handoff.survey import SurveyService
@@ -27,7 +28,8 @@ class DeliveryRecord(Protocol):
 def survey_id(body: dict[str, Any] | None) -> int | None:
     """The survey an SMS outbox item belongs to, if it is a survey SMS."""
     body = body or {}
-    return int(body["survey_id"]) if body.get("kind") == "survey" and body.get("survey_id") is not None else None
+    survey = body.get("kind") in (sms.SURVEY, sms.SURVEY5)
+    return int(body["survey_id"]) if survey and body.get("survey_id") is not None else None
 
 
 class SurveySmsPolicy:

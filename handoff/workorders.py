@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, selectinload
 
+from common import sms
 from common.china_time import CHINA_TZ
 from common.payloads import IntakeFields
 from common.text import similarity
@@ -113,6 +114,18 @@ class Receipt:
         elif self.anonymous:  # only that no name is recorded: promise nothing more
             text += "已按匿名受理。"
         return text + "请记好工单号，以便查询进度。"
+
+    def sms(self) -> dict[str, Any] | None:
+        """The receipt as the SMS acknowledgement template takes it (common/sms.py ACK): one short SMS
+        with the number and the date. None where the full wording matters (an urgent kind's dispatch
+        promise, an attached or repeated request): that goes as written."""
+        if self.outcome != "created" or self.urgent_note:
+            return None
+        notes = [note for flag, note in ((self.urgent, "已标记为紧急"), (self.confidential, "个人信息将保密"),
+                                         (self.anonymous and not self.confidential, "已按匿名受理")) if flag]
+        due = self.due_at.astimezone(CHINA_TZ)
+        return sms.body(sms.ACK, self.citizen_text(), category=self.category_label, no=self.number,
+                        deadline=f"{due:%Y-%m-%d}", note="，".join(notes) or "请记好工单号")
 
 
 def _receipt(order: WorkOrder, profile: Profile, *, created: bool, outcome: str = "created") -> Receipt:

@@ -165,6 +165,8 @@ class SurveyRules:
     redo_extra_working_days: int | None  # a redo gets the kind's limit plus this; None → same limit
     max_redos: int  # unsatisfied after this many redos → after_last_redo
     after_last_redo: str  # one of AFTER_LAST_REDO
+    # 3: 满意 / 基本满意 / 不满意; 5: the 好差评 scale of GB/T 39735-2020 (非常满意 … 非常不满意)
+    scale: int = 3
 
     def is_quiet(self, hour: int) -> bool:
         if self.quiet_hours is None:
@@ -319,6 +321,9 @@ def parse_survey(data: dict[str, Any], path: Path) -> SurveyRules:
     window = _need(data, "window_hours", float, path, where)
     if window <= 0:
         raise ProfileError(path, f"{where}.window_hours", "must be positive")
+    scale = data.get("scale", 3)
+    if scale not in (3, 5):
+        raise ProfileError(path, f"{where}.scale", "expected 3 (满意/基本满意/不满意) or 5 (好差评, GB/T 39735-2020)")
     return SurveyRules(
         article=_need(data, "article", str, path, where),
         send_within_working_days=int(data.get("send_within_working_days", 1)),
@@ -329,6 +334,7 @@ def parse_survey(data: dict[str, Any], path: Path) -> SurveyRules:
         redo_extra_working_days=extra_days,
         max_redos=int(data.get("max_redos", 1)),
         after_last_redo=after,
+        scale=scale,
     )
 
 

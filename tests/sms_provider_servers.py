@@ -1,6 +1,7 @@
 """Local stand-ins for Alibaba Cloud and Tencent Cloud SMS, speaking their documented protocols
 (their SendSms API and callback references): SendSms with the signature checked independently of the SDKs
-(ACS3-HMAC-SHA256, TC3-HMAC-SHA256), an outage switch, and helpers that push the providers'
+(ACS3-HMAC-SHA256, TC3-HMAC-SHA256), the approved templates and their parameters checked as the
+providers check them (docs/sms_templates.md), an outage switch, and helpers that push the providers'
 callbacks (SmsUp / SmsReport, reply / status) to a gateway exactly as the providers would.
 """
 
@@ -15,13 +16,30 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 KEY_ID, KEY_SECRET = "LTAI-test-key", "test-secret-of-the-key"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LINK = re.compile(r"https?://|www\.", re.IGNORECASE)
+CODE_WORDS = ("验证码", "注册码", "校验码", "动态码")
+# The wording approved at the stand-ins, written here rather than imported: the gateway's own defaults
+# are what is under test. Ids as tests/sms_gateway.py configures them.
+APPROVED = {
+    "reply": "热线回复：${text}",
+    "notice": "您的工单尾号${no}答复：${text}",
+    "survey": "您的工单尾号${no}已办理：${text}。回复1满意2基本满意3不满意，${hours}小时未回复视为${default}",
+    "survey5": "您的工单尾号${no}已办理：${text}。回复1非常满意2满意3基本满意4不满意5非常不满意，"
+               "${hours}小时未回复视为${default}",
+    "ack": "您的${category}诉求已受理，工单号${no}，承办单位将于${deadline}前答复，${note}。",
+    "code": "您的验证码为${code}，${minutes}分钟内有效，请勿告诉他人。",
+}
+ALIBABA_IDS = {"reply": "SMS_100001", "survey": "SMS_100002", "notice": "SMS_100003", "ack": "SMS_100004",
+               "code": "SMS_100005", "survey5": "SMS_100006"}
+TENCENT_IDS = {kind: code.removeprefix("SMS_") for kind, code in ALIBABA_IDS.items()}
 
 
 @dataclass
@@ -32,6 +50,7 @@ class Sent:
     text: str
     provider_id: str
     out_id: str = ""
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +59,9 @@ class ProviderServer:
 
     secret: str = KEY_SECRET
     sent: list[Sent] = field(default_factory=list)
+    templates: dict[str, str] = field(default_factory=dict)  # approved template id → wording with ${name}
+    refused: list[str] = field(default_factory=list)  # error codes of sends refused for their parameters
+    variable_max: int | None = None  # characters per variable (Tencent: as the account's console says)
     down: bool = False
     rejected: int = 0  # requests refused for a bad signature
     fail_numbers: dict[str, str] = field(default_factory=dict)  # phone → provider error code
@@ -47,6 +69,15 @@ class ProviderServer:
     down_on_calls: set[int] = field(default_factory=set)  # a short outage at these request numbers
     server: TestServer | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    codes: ClassVar[dict[str, str]] = {}
+    code_digits: ClassVar[tuple[int, int]] = (4, 6)
+
+    def __post_init__(self) -> None:
+        self.setup()
+
+    def setup(self) -> None:
+        """What the provider has approved and allows, before any test changes it."""
 
     @property
     def url(self) -> str:
@@ -58,7 +89,49 @@ class ProviderServer:
         return self.down or self.calls in self.down_on_calls
 
     def texts(self, phone: str | None = None) -> list[str]:
-        return [s.text for s in self.sent if phone is None or s.phone.endswith(phone)]
+        """What the citizen reads per queued SMS (the gateway's out_id is "<outbox id>-<part>"): a text
+        spread over several template messages is read whole, with its template's words once."""
+        groups: dict[str, list[Sent]] = {}
+        for sent in self.sent:
+            if phone is None or sent.phone.endswith(phone):
+                groups.setdefault(sent.out_id.rsplit("-", 1)[0] or sent.provider_id, []).append(sent)
+        out = []
+        for parts in groups.values():
+            first = parts[0]
+            same = all(p.template == first.template and "text" in p.values for p in parts)
+            if same and len(parts) > 1:
+                whole = "".join(p.values["text"] for p in parts)
+                out.append(first.text.replace(first.values["text"], whole, 1))
+            else:
+                out.append("".join(p.text for p in parts))
+        return out
+
+    def last(self, phone: str | None = None) -> str:
+        return self.texts(phone)[-1]
+
+    def approve(self, ids: dict[str, str]) -> ProviderServer:
+        """Templates approved at this provider: kind → its id, with the stand-in's approved wording."""
+        self.templates.update({template_id: APPROVED[kind] for kind, template_id in ids.items()})
+        return self
+
+    def check(self, template_id: str, values: dict[str, str]) -> tuple[str, str]:
+        """('', text the citizen reads) or (the provider's error code, '') for one template and its values."""
+        content = self.templates.get(template_id)
+        if content is None:
+            return self.codes["template"], ""
+        names = _VAR.findall(content)
+        if any(not values.get(name) for name in names):
+            return self.codes["missing"], ""
+        code = any(word in content for word in CODE_WORDS)
+        for name in names:
+            value = values[name]
+            if _LINK.search(value):
+                return self.codes["link"], ""
+            if code and name == "code" and not (value.isdigit() and self.code_digits[0] <= len(value) <= 6):
+                return self.codes["format"], ""
+            if self.variable_max is not None and len(value) > self.variable_max:
+                return self.codes["length"], ""
+        return "", _VAR.sub(lambda m: values[m.group(1)], content)
 
     async def start(self) -> ProviderServer:
         app = web.Application()
@@ -80,7 +153,19 @@ def _pct(value: str) -> str:
 
 
 class AlibabaServer(ProviderServer):
-    """dysmsapi 2017-05-25 SendSms over RPC with the V3 signature (POST /, params in the query)."""
+    """dysmsapi 2017-05-25 SendSms over RPC with the V3 signature (POST /, params in the query).
+    Parameters as Alibaba checks them: a JSON object of strings, each variable of the template present,
+    1-35 characters (申请短信模板, help.aliyun.com/document_detail/108088.htm), a code 4-6 digits
+    (验证码模板规范, 463237), no link."""
+
+    codes: ClassVar[dict[str, str]] = {"template": "isv.SMS_TEMPLATE_ILLEGAL", "missing": "isv.TEMPLATE_MISSING_PARAMETERS",
+             "link": "isv.PARAM_NOT_SUPPORT_URL", "format": "isv.TEMPLATE_PARAMS_ILLEGAL",
+             "length": "isv.PARAM_LENGTH_LIMIT"}
+    code_digits: ClassVar[tuple[int, int]] = (4, 6)
+
+    def setup(self) -> None:
+        self.variable_max = 35
+        self.approve(ALIBABA_IDS)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -118,9 +203,13 @@ class AlibabaServer(ProviderServer):
         phone = q.get("PhoneNumbers", "")
         if phone in self.fail_numbers:
             return web.json_response({"Code": self.fail_numbers[phone], "Message": "rejected", "RequestId": "r"})
+        error, text = self.check(q.get("TemplateCode", ""), params)
+        if error:
+            self.refused.append(error)
+            return web.json_response({"Code": error, "Message": "template parameters", "RequestId": "r"})
         biz_id = f"{next(self._ids):06d}^0"
-        self.sent.append(Sent(phone, q.get("SignName", ""), q.get("TemplateCode", ""), params.get("content", ""),
-                              biz_id, q.get("OutId", "")))
+        self.sent.append(Sent(phone, q.get("SignName", ""), q.get("TemplateCode", ""), text, biz_id,
+                              q.get("OutId", ""), {k: str(v) for k, v in params.items()}))
         return web.json_response({"Code": "OK", "Message": "OK", "BizId": biz_id, "RequestId": uuid.uuid4().hex})
 
 
@@ -130,7 +219,19 @@ def _tc_json(data: dict[str, Any]) -> web.Response:
 
 
 class TencentServer(ProviderServer):
-    """SMS API 3.0 (2021-01-11) SendSms with TC3-HMAC-SHA256."""
+    """SMS API 3.0 (2021-01-11) SendSms with TC3-HMAC-SHA256. Parameters as Tencent checks them
+    (正文模板审核标准, cloud.tencent.com/document/product/382/39023): one string per variable {1}, {2}…
+    in order, a code of at most 6 digits, no link, and the account's per-variable limit if it has one."""
+
+    codes: ClassVar[dict[str, str]] = {"template": "FailedOperation.TemplateIncorrectOrUnapproved",
+             "missing": "FailedOperation.TemplateParamSetNotMatchApprovedTemplate",
+             "link": "FailedOperation.ContainSensitiveWord",
+             "format": "InvalidParameterValue.TemplateParameterFormatError",
+             "length": "InvalidParameterValue.TemplateParameterLengthLimit"}
+    code_digits: ClassVar[tuple[int, int]] = (1, 6)
+
+    def setup(self) -> None:
+        self.approve(TENCENT_IDS)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -172,9 +273,21 @@ class TencentServer(ProviderServer):
                 statuses.append({"SerialNo": "", "PhoneNumber": number, "Fee": 0, "SessionContext": "",
                                  "Code": self.fail_numbers[phone], "Message": "rejected", "IsoCode": "CN"})
                 continue
+            template_id = data.get("TemplateId", "")
+            names = _VAR.findall(self.templates.get(template_id, ""))
+            params = data.get("TemplateParamSet") or []
+            if len(params) != len(names) or not all(isinstance(p, str) for p in params):
+                error, text = self.codes["missing"], ""
+            else:
+                error, text = self.check(template_id, dict(zip(names, params, strict=True)))
+            if error:
+                self.refused.append(error)
+                statuses.append({"SerialNo": "", "PhoneNumber": number, "Fee": 0, "SessionContext": "",
+                                 "Code": error, "Message": "template parameters", "IsoCode": "CN"})
+                continue
             serial = f"2433:{next(self._ids):08d}"
-            self.sent.append(Sent(phone, data.get("SignName", ""), data.get("TemplateId", ""),
-                                  "".join(data.get("TemplateParamSet") or []), serial, data.get("SessionContext", "")))
+            self.sent.append(Sent(phone, data.get("SignName", ""), template_id, text, serial,
+                                  data.get("SessionContext", ""), dict(zip(names, params, strict=True))))
             statuses.append({"SerialNo": serial, "PhoneNumber": number, "Fee": 1,
                              "SessionContext": data.get("SessionContext", ""), "Code": "Ok",
                              "Message": "send success", "IsoCode": "CN"})

@@ -94,7 +94,7 @@ async def test_sms_intake_goes_to_the_bot_and_answers_by_sms(
         assert conv is not None and conv.sender_id == PHONE
         inbound = (await session.scalars(select(Message).where(Message.direction == "in"))).all()
         assert [m.text for m in inbound] == [text] and inbound[0].status == "pending_bot"
-    assert server.sent and "智能客服暂时繁忙" in server.sent[-1].text and server.sent[-1].template == "SMS_100001"
+    assert server.sent and "智能客服暂时繁忙" in server.last() and server.sent[-1].template == "SMS_100001"
     assert all(len(s.text) + len("【济源12345】") <= 70 for s in server.sent)
     # Our records only: the stand-in provider's own access log shows the SendSms query (PhoneNumbers=…).
     logged = "\n".join(r.getMessage() for r in caplog.records if "PhoneNumbers=" not in r.getMessage())
@@ -133,9 +133,9 @@ async def test_reply_sender_handles_plain_text_bodies_and_splits_long_ones(
                 not_before=gw.clock())
         await session.commit()
     await gw.deliver()
-    parts = [s.text for s in server.sent]
-    assert "".join(parts) == long and len(parts) > 1
-    assert all(len(p) + len("【济源12345】") <= 70 for p in parts)
+    parts = [s.text for s in server.sent]  # the reply template (热线回复：) around each piece, ≤ 35 (Alibaba)
+    assert server.texts() == ["热线回复：" + long] and len(parts) > 1
+    assert all(len(p) + len("【济源12345】") <= 70 and len(s.values["text"]) <= 35 for p, s in zip(parts, server.sent))
     async with gw.surveys.sessions() as session:
         statuses = dict((await session.execute(select(OutboxItem.dedupe_key, OutboxItem.status))).all())
         records = await session.scalar(select(func.count(SmsRecord.id)))
@@ -157,7 +157,7 @@ async def test_a_retry_resumes_after_the_last_accepted_segment(ali_gw: tuple[Sms
     assert len(server.sent) == 1
     gw.clock.advance(minutes=5)
     await gw.deliver()
-    assert "".join(s.text for s in server.sent) == text  # no segment twice
+    assert "".join(s.values["text"] for s in server.sent) == text  # no segment twice
 
 
 async def test_work_order_events_api(ali_gw: tuple[SmsGateway, AlibabaServer]) -> None:

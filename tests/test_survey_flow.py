@@ -492,7 +492,7 @@ async def test_a_reply_both_could_take_is_asked_about_not_guessed(gw: SmsGateway
     gw.clock.advance(hours=1)
     await bot_offers_choices(gw)
     await say(gw, "3", seq=1)  # 3不满意, or 3取消?
-    assert provider.texts()[-1] == f"您是在评价工单尾号{number[-4:]}吗？请回复“是”或“不是”。"
+    assert provider.texts()[-1] == f"热线回复：您是在评价工单尾号{number[-4:]}吗？请回复“是”或“不是”。"
     assert (await gw.survey(number)).status == "open" and await to_the_bot(gw) == []
     await say(gw, "是", seq=2)
     survey = await gw.survey(number)

@@ -17,7 +17,8 @@ from alibabacloud_dysmsapi20170525.client import Client
 from alibabacloud_tea_openapi import models as openapi_models
 from darabonba.runtime import RuntimeOptions
 
-from channels.sms.base import Kind, ProviderResult
+from channels.sms.base import ProviderResult
+from channels.sms.templates import Message
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ class AlibabaSms:
         key_id: str,
         key_secret: str,
         sign_name: str,
-        templates: dict[str, str],
         api_url: str = "",
         timeout_s: float = 5.0,
     ) -> None:
@@ -52,16 +52,15 @@ class AlibabaSms:
             )
         )
         self.sign_name = sign_name
-        self.templates = templates
         ms = int(timeout_s * 1000)
         self.runtime = RuntimeOptions(autoretry=False, read_timeout=ms, connect_timeout=ms)
 
-    async def send(self, phone: str, text: str, *, kind: Kind, out_id: str) -> ProviderResult:
+    async def send(self, phone: str, message: Message, *, out_id: str) -> ProviderResult:
         request = ali_models.SendSmsRequest(
             phone_numbers=phone,
             sign_name=self.sign_name,
-            template_code=self.templates.get(kind) or self.templates["reply"],
-            template_param=json.dumps({"content": text}, ensure_ascii=False),
+            template_code=message.template.template_id,
+            template_param=json.dumps(message.values, ensure_ascii=False),  # {"no": "0001", …}: strings only
             out_id=out_id,
         )
         try:

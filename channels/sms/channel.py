@@ -29,10 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from channels.base import ChannelContext, Intake
 from channels.sms import alibaba, tencent
-from channels.sms.base import Kind, SmsProvider, normalise_phone, segments
+from channels.sms import templates as sms_templates
+from channels.sms.base import SmsProvider, normalise_phone
 from channels.sms.log import LogSms
 from channels.sms.models import SmsRecord
+from channels.sms.templates import Templates
 from common import buttons
+from common import sms as kinds
 from common.messages import InboundMessage, Reply
 from gateway.config import Settings
 from gateway.http import json_error_exception, read_limited
@@ -49,10 +52,25 @@ Parse = Callable[[dict[str, Any]], dict[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
+def make_templates(settings: Settings) -> Templates:
+    """The configured templates, checked against the provider's rules: a template the provider would
+    refuse, or one that cannot carry its kind's variables, stops the start with the reason."""
+    ids = {kinds.REPLY: settings.sms_template_reply, kinds.NOTICE: settings.sms_template_notice,
+           kinds.SURVEY: settings.sms_template_survey, kinds.SURVEY5: settings.sms_template_survey5,
+           kinds.ACK: settings.sms_template_ack, kinds.CODE: settings.sms_template_code}
+    try:
+        texts = json.loads(settings.sms_template_texts) if settings.sms_template_texts else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"HOTLINE_SMS_TEMPLATE_TEXTS is not JSON: {exc}") from exc
+    if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
+        raise ValueError('HOTLINE_SMS_TEMPLATE_TEXTS must be a JSON object {"kind": "wording with ${variables}"}')
+    return sms_templates.load(settings.sms_provider, ids, texts, settings.sms_sign_name,
+                              settings.sms_variable_max_chars)
+
+
 def make_provider(settings: Settings) -> SmsProvider:
     """The configured provider; a cloud provider without credentials or template stops the start
     with a message naming the variable, rather than failing every SMS later."""
-    templates = {"reply": settings.sms_template_reply, "survey": settings.sms_template_survey}
     if settings.sms_provider in ("alibaba", "tencent"):
         needed = {"HOTLINE_SMS_KEY_ID": settings.sms_key_id, "HOTLINE_SMS_KEY_SECRET": settings.sms_key_secret,
                   "HOTLINE_SMS_TEMPLATE_REPLY": settings.sms_template_reply}
@@ -64,12 +82,12 @@ def make_provider(settings: Settings) -> SmsProvider:
     if settings.sms_provider == "alibaba":
         return alibaba.AlibabaSms(
             key_id=settings.sms_key_id, key_secret=settings.sms_key_secret, sign_name=settings.sms_sign_name,
-            templates=templates, api_url=settings.sms_api_url, timeout_s=settings.sms_timeout_s,
+            api_url=settings.sms_api_url, timeout_s=settings.sms_timeout_s,
         )
     if settings.sms_provider == "tencent":
         return tencent.TencentSms(
             secret_id=settings.sms_key_id, secret_key=settings.sms_key_secret, app_id=settings.sms_app_id,
-            sign_name=settings.sms_sign_name, templates=templates, region=settings.sms_region,
+            sign_name=settings.sms_sign_name, region=settings.sms_region,
             api_url=settings.sms_api_url, timeout_s=settings.sms_timeout_s,
         )
     if settings.sms_provider == "log":
@@ -78,8 +96,11 @@ def make_provider(settings: Settings) -> SmsProvider:
 
 
 def render(body: dict[str, Any]) -> str:
-    """SMS has no buttons: their titles, numbered, become what to reply."""
-    return buttons.as_text(str(body.get("text", "")).strip(), body.get("buttons"))
+    """SMS has no buttons: their titles, numbered, become what to reply. Lines become one (a
+    summary's "· 地点：…" lines joined by "；"): every character is paid for."""
+    lines = [line.strip().lstrip("·").strip() for line in str(body.get("text", "")).strip().splitlines()]
+    text = "；".join(line for line in lines if line).replace("：；", "：")
+    return buttons.as_text(text, body.get("buttons"))
 
 
 class SmsPolicy(Protocol):
@@ -136,24 +157,23 @@ class NoPolicy:
 
 
 class SmsSender:
-    """Outbox sender for channel "sms": splits into segments, sends each once (a retry resumes after
-    the last accepted segment), records every segment, and tells the policy what became of the SMS."""
+    """Outbox sender for channel "sms": turns a queued SMS into template messages (templates.py), sends
+    each once (a retry resumes after the last accepted one), records every one, and tells the policy
+    what became of the SMS."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         provider: SmsProvider,
         policy: SmsPolicy,
+        templates: Templates,
         *,
-        sign_name: str,
-        segment_chars: int = 70,
         max_attempts: int = 10,
     ) -> None:
         self.sessions = sessions
         self.provider = provider
         self.policy = policy
-        self.sign_name = sign_name
-        self.segment_chars = segment_chars
+        self.templates = templates
         self.max_attempts = max_attempts
 
     def clock(self) -> dt.datetime:
@@ -161,11 +181,12 @@ class SmsSender:
 
     async def send(self, item: OutboxItem) -> SendResult:
         body = item.body or {}
-        kind: Kind = "survey" if body.get("kind") == "survey" else "reply"
         phone = normalise_phone(item.recipient)
         if phone is None:
             return await self._give_up(item, "recipient is not a mainland mobile number")
-        parts = segments(render(body), self.sign_name, self.segment_chars)
+        variables = body.get("vars")
+        parts = self.templates.messages(str(body.get("kind") or kinds.REPLY),
+                                        variables if isinstance(variables, dict) else None, render(body))
         if not parts:
             return SendResult("failed", error="empty SMS")
         refusal = await self.policy.refuse(phone, item)
@@ -179,7 +200,7 @@ class SmsSender:
         for number, part in enumerate(parts, 1):
             if number in done:
                 continue
-            result = await self.provider.send(phone, part, kind=kind, out_id=f"{item.id}-{number}")
+            result = await self.provider.send(phone, part, out_id=f"{item.id}-{number}")
             result = replace(result, error=redact(result.error))  # errors end up in logs and the outbox row
             if result.outcome != "sent":
                 if result.outcome == "retry" and item.attempts < self.max_attempts:
@@ -187,7 +208,7 @@ class SmsSender:
                 return await self._give_up(item, result.error)
             async with self.sessions() as session:
                 session.add(SmsRecord(outbox_id=item.id, part=number, provider=self.provider.name, phone=phone,
-                                      text=part, provider_id=result.provider_id, delivery="sent",
+                                      text=part.text, provider_id=result.provider_id, delivery="sent",
                                       delivery_error="", created_at=self.clock()))
                 await session.commit()
             done[number] = result.provider_id
@@ -229,9 +250,10 @@ class SmsChannel:
         settings = context.settings
         self._intake, self._sessions = context.intake, context.sessions
         self.policy = policy or NoPolicy()
+        templates = make_templates(settings)
         self.provider = make_provider(settings)
-        self._sender = SmsSender(context.sessions, self.provider, self.policy, sign_name=settings.sms_sign_name,
-                                 segment_chars=settings.sms_segment_chars, max_attempts=context.outbox_max_attempts)
+        self._sender = SmsSender(context.sessions, self.provider, self.policy, templates,
+                                 max_attempts=context.outbox_max_attempts)
         if not settings.sms_callback_token and settings.sms_provider != "log":
             log.warning("HOTLINE_SMS_CALLBACK_TOKEN is not set: anyone can post to the SMS callback URLs")
 

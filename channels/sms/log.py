@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import sys
 
-from channels.sms.base import Kind, ProviderResult
+from channels.sms.base import ProviderResult
+from channels.sms.templates import Message
 from common.text import mask_phone
 from gateway.logs import redact
 
@@ -20,8 +21,9 @@ class LogSms:
         self.sign_name = sign_name
         self._ids = itertools.count(1)
 
-    async def send(self, phone: str, text: str, *, kind: Kind, out_id: str) -> ProviderResult:
-        print(f"[sms {kind}] → {mask_phone(phone)}: 【{self.sign_name}】{redact(text)}", file=sys.stderr, flush=True)
+    async def send(self, phone: str, message: Message, *, out_id: str) -> ProviderResult:
+        print(f"[sms {message.template.kind}] → {mask_phone(phone)}: 【{self.sign_name}】{redact(message.text)}",
+              file=sys.stderr, flush=True)
         return ProviderResult("sent", provider_id=f"log-{out_id}-{next(self._ids)}")
 
     async def close(self) -> None:

@@ -19,7 +19,8 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.sms.v20210111 import models as tc_models
 from tencentcloud.sms.v20210111.sms_client_async import SmsClient
 
-from channels.sms.base import Kind, ProviderResult
+from channels.sms.base import ProviderResult
+from channels.sms.templates import Message
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ class TencentSms:
         secret_key: str,
         app_id: str,
         sign_name: str,
-        templates: dict[str, str],
         region: str = "ap-guangzhou",
         api_url: str = "",
         timeout_s: float = 5.0,
@@ -51,15 +51,14 @@ class TencentSms:
         self.client = SmsClient(credential.Credential(secret_id, secret_key), region, ClientProfile(httpProfile=http))
         self.app_id = app_id
         self.sign_name = sign_name
-        self.templates = templates
 
-    async def send(self, phone: str, text: str, *, kind: Kind, out_id: str) -> ProviderResult:
+    async def send(self, phone: str, message: Message, *, out_id: str) -> ProviderResult:
         request = tc_models.SendSmsRequest()
         request.PhoneNumberSet = [f"+86{phone}"]
         request.SmsSdkAppId = self.app_id
         request.SignName = self.sign_name
-        request.TemplateId = self.templates.get(kind) or self.templates["reply"]
-        request.TemplateParamSet = [text]
+        request.TemplateId = message.template.template_id
+        request.TemplateParamSet = [message.values[name] for name in message.template.names]  # {1}, {2}… in order
         request.SessionContext = out_id
         try:
             response = await self.client.SendSms(request)
