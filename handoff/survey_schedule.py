@@ -38,7 +38,7 @@ def survey_sms(number: str, answer: str, rules: SurveyRules) -> dict[str, Any]:
     the answer (the channel cuts it to fit and sends the whole of a long one first), the window and
     the default. The scale picks the template: three levels, or the 好差评 five."""
     kind = sms.SURVEY5 if rules.scale == 5 else sms.SURVEY
-    return sms.body(kind, no=short_number(number), text=re.sub(r"\s+", "", answer).rstrip("。.") or "已办理",
+    return sms.body(kind, no=short_number(number), text=re.sub(r"\s+", "", answer) or "已办理",
                     hours=f"{rules.window_hours:g}", default=LABELS[rules.default_rating])
 
 

@@ -653,3 +653,42 @@ async def test_surveys_tick_at_a_time_sends_then_defaults_exactly_once(tmp_path:
             "defaulted", "basically_satisfied", "no_reply")
         assert aware(survey.sent_at) == start + dt.timedelta(minutes=5)
         assert (await events(gw, order.number)).count("closed") == 1
+
+
+async def test_a_five_level_profile_surveys_and_reads_the_good_bad_scale(
+    gw: SmsGateway, provider: AlibabaServer
+) -> None:
+    """濠江 (好差评, GB/T 39735-2020): the survey SMS offers five levels through its own template,
+    "5" is 非常不满意 (a redo), and the clarifying SMS names the five digits."""
+    gw.use_profile(load("haojiang"))
+    number = await replied_and_surveyed(gw)
+    [survey_sms] = provider.sent
+    assert survey_sms.template == "SMS_100006" and "回复1非常满意2满意3基本满意4不满意5非常不满意" in survey_sms.text
+    assert "问卷" not in survey_sms.text and "好评" not in survey_sms.text
+    await say(gw, "六六", seq=1)
+    assert "1非常满意、2满意、3基本满意、4不满意、5非常不满意" in provider.texts()[-1]
+    await say(gw, "5", seq=2)
+    survey = await gw.survey(number)
+    assert (survey.status, survey.rating) == ("answered", "very_unsatisfied")
+    assert (await gw.work_order(number)).status == "reopened"
+    assert "已记录：非常不满意" in provider.texts()[-1]
+
+
+async def test_a_long_answer_reaches_the_citizen_whole_before_the_survey(
+    gw: SmsGateway, provider: AlibabaServer
+) -> None:
+    """A handling unit's long answer: notice templates carry all of it, each SMS one segment within
+    Alibaba's 35 characters per variable, then the survey names it in a few words."""
+    order = await gw.order()
+    assert order.number
+    answer = ("经核查，您反映的路灯损坏问题属实。我局已安排电工到现场检修，更换了损坏的灯泡和老化的线路，"
+              "并对周边其他路灯进行了排查，发现两处隐患一并处理。目前该路段照明已恢复正常，今后将加强日常巡查。")
+    await gw.replied(order.number, answer=answer)
+    await gw.tick()
+    templates = [s.template for s in provider.sent]
+    assert templates[-1] == "SMS_100002" and set(templates[:-1]) == {"SMS_100003"} and len(templates) >= 4
+    assert "".join(s.values["text"] for s in provider.sent[:-1]) == answer
+    assert all(len(s.text) + len("【济源12345】") <= 70 and all(len(v) <= 35 for v in s.values.values())
+               for s in provider.sent)
+    assert provider.sent[-1].values["text"].endswith("…")
+    assert (await gw.survey(order.number)).status == "open"  # the window starts when all of it is out

@@ -62,3 +62,41 @@ def test_quiet_hours_in_china_time() -> None:
     assert next_allowed(early, rules) == dt.datetime(2026, 12, 2, 8, 0, tzinfo=cst)
     day = dt.datetime(2026, 12, 2, 20, 59, tzinfo=cst)
     assert next_allowed(day, rules) == day
+
+
+@pytest.mark.parametrize(
+    ("text", "rating"),
+    [
+        ("1", "very_satisfied"), ("２", "satisfied"), ("3", "basically_satisfied"), ("4", "unsatisfied"),
+        ("５", "very_unsatisfied"), ("5 非常不满意", "very_unsatisfied"), ("1非常满意", "very_satisfied"),
+        ("满意", "satisfied"), ("非常不满意", "very_unsatisfied"), ("4 尾号0002", "unsatisfied"),
+    ],
+)
+def test_the_five_level_scale_of_gb_t_39735(text: str, rating: str) -> None:
+    """好差评 (GB/T 39735-2020): 1非常满意 2满意 3基本满意 4不满意 5非常不满意, for a profile with scale 5."""
+    assert (parse_reply(text, scale=5).kind, parse_reply(text, scale=5).rating) == ("rating", rating)
+
+
+def test_a_digit_means_what_its_scale_says() -> None:
+    assert parse_reply("1").rating == "satisfied" and parse_reply("1", scale=5).rating == "very_satisfied"
+    assert parse_reply("4").kind == "unreadable" and parse_reply("6", scale=5).kind == "unreadable"
+    assert parse_reply("1 不满意", scale=5).kind == "unreadable"  # 非常满意 and 不满意 at once: ask
+
+
+def test_the_profiles_that_use_the_five_levels() -> None:
+    """濠江 三(八)/四(四) (好差评, 非常不满意) and 内蒙古 第十七条 (the 好差评 system) use five levels;
+    the others three."""
+    scales = {name: load(name).survey.scale for name in ("jiyuan", "zhijiang", "haojiang", "guilin", "neimenggu")}
+    assert scales == {"jiyuan": 3, "zhijiang": 3, "haojiang": 5, "guilin": 3, "neimenggu": 5}
+
+
+def test_the_survey_templates_say_the_digits_the_parser_reads() -> None:
+    """The wording proposed for approval (channels/sms/templates.py) and the parser agree on each digit,
+    and carry none of the words the providers refuse (问卷, 调查, 好评)."""
+    from channels.sms.templates import BANNED, DEFAULT_CONTENT
+    from common import sms
+    from handoff.survey_replies import choices
+
+    for kind, scale in ((sms.SURVEY, 3), (sms.SURVEY5, 5)):
+        assert "回复" + choices(scale).replace("、", "") in DEFAULT_CONTENT[kind]
+        assert not any(word in DEFAULT_CONTENT[kind] for word in BANNED)

@@ -207,14 +207,15 @@ class Templates:
         room = self.room(template, values)
         text = values["text"]
         out: list[Message] = []
-        if template.kind in CUT and len(text) > room:
-            # The survey names the answer in a few words; the whole answer goes first, as notices.
-            notice = self.templates.get(kinds.NOTICE)
-            if notice is not None and "no" in values:
-                out += self._fill(notice, {"no": values["no"], "text": text})
-            else:
-                out += self._fill(self.templates[kinds.REPLY], {"text": text})
-            text = text[: room - 1].rstrip("，。、；,.;") + "…"
+        if template.kind in CUT:  # the survey's wording ends the summary with its own "。"
+            whole, text = text, text.rstrip("。.！!；;")
+            if len(text) > room:  # it names the answer in a few words; the whole answer goes first, as notices
+                notice = self.templates.get(kinds.NOTICE)
+                if notice is not None and "no" in values:
+                    out += self._fill(notice, {"no": values["no"], "text": whole})
+                else:
+                    out += self._fill(self.templates[kinds.REPLY], {"text": whole})
+                text = text[: room - 1].rstrip("，。、；,.;") + "…"
         for piece in split(text, room) if template.kind not in CUT else [text]:
             filled = {**values, "text": piece}
             out.append(Message(template, {n: filled[n] for n in template.names}, template.render(filled)))
