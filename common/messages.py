@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Said when a message could not be committed (database locked or down, coordination down).
@@ -29,7 +29,7 @@ class InboundMessage:
     sender_id: str
     text: str
     message_id: str | None = None
-    received_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    received_at: dt.datetime | None = None  # None: now, by the app's one clock (the router stamps it)
     attachments: tuple[dict[str, Any], ...] = ()
 
 

@@ -393,12 +393,12 @@ class Router:
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
         """After a crash or restart, answer messages that were kept but never processed."""
-        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+        cutoff = self.clock() - dt.timedelta(seconds=older_than_s)
         async with self.sessions() as session:
             conv_ids = (
                 await session.scalars(
                     select(Message.conversation_id)
-                    .where(Message.status == "received", Message.direction == "in", Message.created_at < cutoff)
+                    .where(Message.status == "received", Message.direction == "in", Message.created_at <= cutoff)
                     .distinct()
                 )
             ).all()
@@ -467,8 +467,7 @@ class Router:
             return await self._finish(conv, inbound, [Reply(FAILED_TEXT)], status="failed", delivered=delivered)
         return [Reply(FAILING_TEXT)] if delivered else []  # kept as it was: recovery tries again
 
-    @staticmethod
-    def _inbound_values(conv: Conversation, msg: InboundMessage) -> dict[str, Any]:
+    def _inbound_values(self, conv: Conversation, msg: InboundMessage) -> dict[str, Any]:
         return {
             "conversation_id": conv.id,
             "direction": "in",
@@ -476,7 +475,7 @@ class Router:
             "text": msg.text,
             "payload": {"attachments": list(msg.attachments)} if msg.attachments else None,
             "status": "received",
-            "created_at": msg.received_at,
+            "created_at": msg.received_at or self.clock(),  # the app's one clock, as the limits read it
         }
 
     async def _route(
@@ -540,15 +539,17 @@ class Router:
         return await self.transact(work)
 
     async def _bot_text(self, conv: Conversation, inbound: Message, text: str) -> str:
-        """What Rasa gets for what the citizen wrote (the message keeps the citizen's words). Where buttons
-        are shown as a line of titles (WeChat, SMS), a title or its number means that button. Rasa reads
-        a text starting with "/" as an intent, skipping the model and the screening: only the exact
-        payload of a button the bot just offered goes through as one; anything else is sent as words."""
-        typed_button = conv.channel in self.outbox_channels and len(text) <= 32  # button titles are short
+        """What Rasa gets for what the citizen wrote (the message keeps the citizen's words). A button's
+        title means that button (the chat page sends the title of the button clicked, so the transcript
+        shows what the citizen saw); where buttons are a numbered line (WeChat, SMS), so does its number.
+        Rasa reads a text starting with "/" as an intent, skipping the model and the screening: only the
+        exact payload of a button the bot just offered goes through as one; anything else is words."""
+        typed_button = len(text) <= 32  # button titles are short
         if not typed_button and not text.startswith("/"):
             return text
         offered = await self._offered(conv, inbound)
-        chosen = buttons.chosen_payload(text, offered, numbered=True) if typed_button else None
+        numbered = conv.channel in self.outbox_channels
+        chosen = buttons.chosen_payload(text, offered, numbered=numbered) if typed_button else None
         if chosen:
             return chosen
         if not text.startswith("/") or any(isinstance(b, dict) and b.get("payload") == text for b in offered):
@@ -616,7 +617,7 @@ class Router:
 
     async def _set_state(self, conv: Conversation, current: str, new: str) -> bool:
         """Compare-and-set on who answers, so a turn never undoes an agent's claim made meanwhile."""
-        since = utcnow() if new == "waiting" else None
+        since = self.clock() if new == "waiting" else None
         async with self.sessions() as session:
             done = await session.execute(
                 update(Conversation).where(Conversation.id == conv.id, Conversation.state == current)
@@ -666,6 +667,7 @@ class Router:
         delivered: bool = True,
     ) -> list[Reply]:
         via_outbox = conv.channel in self.outbox_channels
+        now = self.clock()
         values: dict[str, Any] = {"status": status}
         if payloads:  # kept on the inbound message for statistics (screened reasons, KB hits)
             values["payload"] = {**(inbound.payload or {}), "bot": payloads}
@@ -678,11 +680,10 @@ class Router:
                 | ({"template": reply.template} if reply.template else {}) or None,
                 "status": "outbox" if via_outbox else "delivered" if delivered else "queued",
                 "reply_to": inbound.id,
+                "created_at": now,
             }
             for reply in replies
         ]
-
-        now = self.clock()
 
         def work(session: Session) -> None:  # bulk statements: no ORM unit of work per reply
             session.execute(update(Message).where(Message.id == inbound.id).values(**values))

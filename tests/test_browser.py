@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,7 +42,7 @@ async def served(tmp_path: Path, rasa_url: str) -> AsyncIterator[tuple[int, Brow
         await runner.cleanup()
 
 
-async def test_whole_intake_in_the_browser(served: tuple[int, Browser]) -> None:
+async def test_whole_intake_in_the_browser(served: tuple[int, Browser], tmp_path: Path) -> None:
     port, browser = served
     page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone screen
     await page.goto(f"http://127.0.0.1:{port}/")
@@ -64,6 +66,12 @@ async def test_whole_intake_in_the_browser(served: tuple[int, Browser]) -> None:
     await expect(bots.last).to_contain_text("工单号", timeout=30_000)
     receipt = await bots.last.inner_text()
     assert re.search(r"JY\d{14}", receipt)
+    # The click is kept as what the citizen saw and clicked, on the page and in the transcript.
+    await expect(page.locator(".msg.me").last).to_have_text("确认提交")
+    with sqlite3.connect(tmp_path / "hotline.db") as db:
+        [(transcript,)] = db.execute("SELECT transcript FROM work_orders").fetchall()
+    said = [line["text"] for line in json.loads(transcript) if line["from"] == "citizen"]
+    assert said[-1] == "确认提交" and not any(t.startswith("/") for t in said), said
     shots = ROOT / "var" / "test-logs"
     shots.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(shots / "chat-page.png"), full_page=True)
