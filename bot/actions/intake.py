@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import uuid
 from abc import abstractmethod
 from typing import Any
@@ -218,7 +219,8 @@ class ActionStartIntake(Action):
                 f"根据{profile.short_name}的规定（{profile.real_name.article}），{identity.label}需要提供{needed}，"
                 "您的信息将严格保密。"
             )
-        lines.append("为了尽快为您办理，还需要确认几项信息。")
+        if channel_of(tracker) != "sms":  # on SMS every character is paid for: the questions say it
+            lines.append("为了尽快为您办理，还需要确认几项信息。")
         dispatcher.utter_message(text="".join(lines))
         return [*events, FollowupAction("intake_form")]
 
@@ -367,10 +369,15 @@ class ValidateIntakeForm(StoppableForm):
         return {"name": name, "anonymous": False}
 
 
+SMS_LABELS = {"content": "内容", "event_time": "时间", "phone": "电话"}  # shorter where each character is paid for
+SMS_CONTENT_CHARS = 10  # on SMS the content is the citizen's own message: its opening names it
+
+
 def summary(tracker: Tracker, profile: Profile) -> str:
     category = tracker.get_slot("category")
     label = profile.categories[category].label if category in profile.categories else "诉求"
-    lines = [f"请核对您的{label}信息："]
+    sms = channel_of(tracker) == "sms"
+    lines = ["请核对：" if sms else f"请核对您的{label}信息："]
     for slot in shown_fields(profile, tracker):
         value = tracker.get_slot(slot)
         if slot == "phone":
@@ -379,9 +386,13 @@ def summary(tracker: Tracker, profile: Profile) -> str:
             value = facts.mask_id_number(value)
         elif slot == "name":
             value = value or "匿名"
-        lines.append(f"· {FIELD_LABELS[slot]}：{value}")
-    if channel_of(tracker) == "sms":
-        lines.append("· 联系电话：本机号码")
+        elif sms and slot == "content" and value and len(value) > SMS_CONTENT_CHARS:
+            value = value[:SMS_CONTENT_CHARS] + "…"
+        elif sms and slot == "event_time" and value:
+            value = re.sub(r"^20\d\d-", "", re.sub(r".*（(.+)）$", r"\1", value))  # "11-26 22:00", as read
+        lines.append(f"· {(SMS_LABELS if sms else FIELD_LABELS).get(slot, FIELD_LABELS[slot])}：{value}")
+    if sms:
+        lines.append("· 电话：本机号码")
     if tracker.get_slot("confidential"):
         lines.append("· 保密：是（您的个人信息不会透露给被反映方）")
     if channel_of(tracker) in (None, "web"):  # elsewhere nothing can be tapped: the channel numbers the choices
