@@ -170,6 +170,17 @@ def test_a_long_answer_goes_out_as_several_template_messages() -> None:
         messages("alibaba", sms.body(sms.NOTICE, no="0001", text=answer)))
 
 
+def test_a_code_goes_only_in_a_verification_code_template() -> None:
+    """B's one-time codes: the `code` template with `code` and `minutes`, never a plain reply."""
+    body = sms.code_body("042917", 5)
+    [message] = messages("alibaba", body)
+    assert message.template.kind == sms.CODE and message.values == {"code": "042917", "minutes": "5"}
+    without = templates.load("alibaba", {sms.REPLY: "SMS_1"}, {}, SIGN)
+    assert without.messages(sms.CODE, body["vars"], body["text"]) == []
+    with pytest.raises(ValueError, match="4 to 6 digits"):
+        sms.code_body("12", 5)
+
+
 def test_templates_are_checked_against_the_providers_rules_at_start() -> None:
     base = {"sms_provider": "alibaba", "sms_key_id": "a", "sms_key_secret": "b", "sms_template_reply": "SMS_1",
             "sms_template_ack": "SMS_2", "sms_template_code": "SMS_3"}

@@ -123,8 +123,10 @@ async def test_mini_program_intake_in_plaintext_xml_with_a_photo_and_a_held_repl
     assert held.status == "held" and "45015" in held.last_error
     assert (sms.channel, sms.recipient, sms.status) == ("sms", "13800001234", "sent")
     assert MEDIA_TEXT.format(label="图片") in sms.body["text"]
-    assert records and {(r.provider, r.phone) for r in records} == {("log", "13800001234")}  # in 70-char parts
-    assert "".join(r.text for r in sorted(records, key=lambda r: r.part)) == sms.body["text"]
+    assert records and {(r.provider, r.phone) for r in records} == {("log", "13800001234")}  # reply template parts
+    parts = [r.text for r in sorted(records, key=lambda r: r.part)]
+    assert all(p.startswith("热线回复：") for p in parts)
+    assert "".join(p.removeprefix("热线回复：") for p in parts) == sms.body["text"]
     user.seen = len(wechat_api.to(user.openid))
     reply = await user.say("好的，谢谢")
     assert reply.startswith(RESENT_PREFIX + MEDIA_TEXT.format(label="图片"))

@@ -185,10 +185,10 @@ class SmsSender:
         if phone is None:
             return await self._give_up(item, "recipient is not a mainland mobile number")
         variables = body.get("vars")
-        parts = self.templates.messages(str(body.get("kind") or kinds.REPLY),
-                                        variables if isinstance(variables, dict) else None, render(body))
+        kind = str(body.get("kind") or kinds.REPLY)
+        parts = self.templates.messages(kind, variables if isinstance(variables, dict) else None, render(body))
         if not parts:
-            return SendResult("failed", error="empty SMS")
+            return SendResult("failed", error=f"no SMS template can carry this {kind} SMS (or it is empty)")
         refusal = await self.policy.refuse(phone, item)
         if refusal is not None:
             return SendResult("failed", error=refusal)

@@ -173,6 +173,8 @@ class Templates:
             clean = {name: sanitise(str(values[name])) for name in template.names}
             if self._fits(template, clean):
                 return self._fill(template, clean)
+        if kind == kinds.CODE:
+            return []  # a code goes only in a verification-code template, never as a plain reply
         reply = self.templates[kinds.REPLY]
         plain = text or (DEFAULT_CONTENT[kind].replace("${", "{").format(**values)
                          if values is not None and kind in DEFAULT_CONTENT else "")
