@@ -31,7 +31,7 @@ class TicketWebhookSender:
 
     async def send(self, item: OutboxItem) -> SendResult:
         raw = json.dumps(item.body, ensure_ascii=False).encode()
-        stamp = str(int(time.time()))
+        stamp = str(int(time.time()))  # wall time, not the app's clock: the receiver checks it against its own
         headers = {"Content-Type": "application/json", "X-Hotline-Timestamp": stamp,
                    "X-Hotline-Signature": sign(self.secret, stamp, raw), "X-Hotline-Delivery": str(item.id)}
         try:
