@@ -19,7 +19,7 @@ from channels.sms.models import SmsRecord
 from channels.wechat.models import WeChatToken
 from gateway.models import SenderLimit
 from handoff.agents import Agent, AgentAudit
-from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
+from handoff.models import FollowupCode, Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
 from storage.base import Base
 from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 MODELS = (
     Conversation, Message, OutboxItem, InboxKey, Media,  # storage
     SenderLimit,  # gateway
-    WorkOrder, WorkOrderEvent, Survey, SmsOptOut, Revisit, Agent, AgentAudit,  # handoff
+    WorkOrder, WorkOrderEvent, FollowupCode, Survey, SmsOptOut, Revisit, Agent, AgentAudit,  # handoff
     SmsRecord, WeChatToken,  # channels
 )
 METADATA: MetaData = Base.metadata
