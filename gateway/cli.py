@@ -32,6 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
     base = Settings.from_env()
+    if refused := _refusal(base):
+        return refused
     with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var) as rasa_url:
         settings = Settings(**{**base.__dict__, "rasa_url": rasa_url})
         print(
@@ -76,8 +78,63 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs as logsetup
 
     logsetup.setup()
-    serve_gateway(Settings.from_env())
+    settings = Settings.from_env()
+    if refused := _refusal(settings):
+        return refused
+    serve_gateway(settings)
     return 0
+
+
+def _refusal(settings: Settings) -> int:
+    """2 with a one-line reason when the settings would open the data to the network; else 0."""
+    reason = settings.insecure_reason()
+    if reason:
+        print(f"hotline: {reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _database_command(work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run `work(sessions)` on the configured, migrated database (operator commands)."""
+    from gateway.schema import migrate
+    from storage.db import make_engine, make_sessions
+
+    async def go() -> int:
+        url = Settings.from_env().database_url
+        await migrate(url)
+        engine = make_engine(url)
+        try:
+            return await work(make_sessions(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Named API tokens: the secret is printed once, on `add`; the database keeps its hash."""
+    from gateway import tokens
+
+    async def work(sessions: Any) -> int:
+        try:
+            if args.action == "add":
+                secret = await tokens.add(sessions, args.name, args.scope)
+                print(secret)
+                print(f"token {args.name} added ({', '.join(sorted(set(args.scope)))}); it is shown only now",
+                      file=sys.stderr)
+            elif args.action == "revoke":
+                await tokens.revoke(sessions, args.name)
+                print(f"token {args.name} revoked")
+            else:
+                for row in await tokens.listing(sessions):
+                    state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                    print(f"{row.name}\t{','.join(row.scopes)}\t{state}")
+            return 0
+        except tokens.TokenError as exc:
+            print(f"hotline tokens: {exc}", file=sys.stderr)
+            return 2
+
+    return _database_command(work)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -289,15 +346,9 @@ async def _tick_at(settings: Settings, at: Any) -> dict[str, Any]:
 def cmd_agents(args: argparse.Namespace) -> int:
     """Agent accounts. The password comes from stdin (never an argument: it would sit in the shell
     history and in `ps`); each change is in the audit log."""
-    from gateway.schema import migrate
     from handoff import agents
-    from storage.db import make_engine, make_sessions
 
-    async def go() -> int:
-        url = Settings.from_env().database_url
-        await migrate(url)
-        engine = make_engine(url)
-        sessions = make_sessions(engine)
+    async def work(sessions: Any) -> int:
         try:
             if args.action == "add":
                 if sys.stdin.isatty():
@@ -318,10 +369,8 @@ def cmd_agents(args: argparse.Namespace) -> int:
         except agents.AgentError as exc:
             print(f"hotline agents: {exc}", file=sys.stderr)
             return 2
-        finally:
-            await engine.dispose()
 
-    return asyncio.run(go())
+    return _database_command(work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +430,18 @@ def main(argv: list[str] | None = None) -> int:
     disable.add_argument("name")
     for command in (add, *agents.choices.values()):
         command.set_defaults(func=cmd_agents)
+    from gateway.tokens import SCOPES
+
+    tokens = sub.add_parser("tokens", help="named API tokens with scopes").add_subparsers(dest="action", required=True)
+    token_add = tokens.add_parser("add", help="make a token (printed once) for a handling unit or operator")
+    token_add.add_argument("name")
+    token_add.add_argument("--scope", action="append", required=True, choices=sorted(SCOPES),
+                           help="repeat for several: " + "; ".join(f"{k}: {v}" for k, v in SCOPES.items()))
+    tokens.add_parser("list", help="list tokens (names and scopes, never the secrets)")
+    revoke = tokens.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("name")
+    for command in tokens.choices.values():
+        command.set_defaults(func=cmd_tokens)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

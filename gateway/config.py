@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_API_TOKEN = "dev-token-change-me"  # accepted on loopback only (Settings.insecure_reason)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _int(name: str, default: int) -> int:
@@ -20,8 +29,8 @@ class Settings:
     redis_url: str | None = None
     rasa_url: str = "http://127.0.0.1:5005"
     profile: str = "jiyuan"
-    api_token: str = "dev-token-change-me"
-    host: str = "0.0.0.0"
+    api_token: str = DEFAULT_API_TOKEN
+    host: str = "127.0.0.1"  # loopback unless told: a public address also needs a real HOTLINE_API_TOKEN
     port: int = 8080
     max_body_bytes: int = 64 * 1024
     max_text_chars: int = 2000
@@ -53,6 +62,16 @@ class Settings:
     wechat_max_skew_s: int = 300
     console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
     console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
+
+    def insecure_reason(self) -> str | None:
+        """Why this gateway must not start as configured, in one line; None when it may. Bound to a
+        non-loopback address, the default or an empty API token would open every order to anyone."""
+        if _loopback(self.host):
+            return None
+        if self.api_token in ("", DEFAULT_API_TOKEN) or len(self.api_token) < 16:
+            return (f"refusing to listen on {self.host} with the default, empty or short HOTLINE_API_TOKEN: "
+                    "set a random token of at least 16 characters (or use named tokens: hotline tokens add)")
+        return None
 
     @classmethod
     def from_env(cls) -> Settings:

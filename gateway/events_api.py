@@ -23,7 +23,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from common.text import mask_phone
-from gateway.api import authorised, unauthorised
+from gateway.api import caller
 from gateway.http import json_error, read_limited
 from handoff.events import WorkOrderEvents
 from handoff.lifecycle import ALLOWED, PUBLIC_EVENTS, TransitionError
@@ -101,8 +101,9 @@ async def _body(request: web.Request) -> bytes | web.Response:
 
 
 async def post_event(request: web.Request) -> web.Response:
-    if not authorised(request):
-        return unauthorised()
+    who = await caller(request, "events:write")
+    if isinstance(who, web.Response):
+        return who
     raw = await _body(request)
     if isinstance(raw, web.Response):
         return raw
@@ -136,8 +137,9 @@ async def post_callback(request: web.Request) -> web.Response:
 async def get_survey(request: web.Request) -> web.Response:
     """The survey rounds of an order: status, rating, whether and why defaulted, and its timers
     (send_at, default_at), so an operator sees what will happen when (no phone numbers)."""
-    if not authorised(request):
-        return unauthorised()
+    who = await caller(request, "orders:read")
+    if isinstance(who, web.Response):
+        return who
     service = request.app[SURVEYS]
     async with service.sessions() as session:
         order = await session.scalar(select(WorkOrder).where(WorkOrder.number == request.match_info["number"]))

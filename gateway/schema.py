@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from channels.sms.models import SmsRecord
 from channels.wechat.models import WeChatToken
-from gateway.models import SenderLimit
+from gateway.models import ApiToken, SenderLimit
 from handoff.agents import Agent, AgentAudit
 from handoff.models import FollowupCode, Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
 from storage.base import Base
@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 # Every mapped class, by owner; Alembic compares the database with their shared metadata.
 MODELS = (
     Conversation, Message, OutboxItem, InboxKey, Media,  # storage
-    SenderLimit,  # gateway
+    SenderLimit, ApiToken,  # gateway
     WorkOrder, WorkOrderEvent, FollowupCode, Survey, SmsOptOut, Revisit, Agent, AgentAudit,  # handoff
     SmsRecord, WeChatToken,  # channels
 )

@@ -232,8 +232,8 @@ class SmsChannel:
         self.provider = make_provider(settings)
         self._sender = SmsSender(context.sessions, self.provider, self.policy, sign_name=settings.sms_sign_name,
                                  segment_chars=settings.sms_segment_chars, max_attempts=context.outbox_max_attempts)
-        if not settings.sms_callback_token and settings.sms_provider != "log":
-            log.warning("HOTLINE_SMS_CALLBACK_TOKEN is not set: anyone can post to the SMS callback URLs")
+        if not settings.sms_callback_token:
+            log.warning("HOTLINE_SMS_CALLBACK_TOKEN is not set: the SMS callback URLs refuse every post")
 
     async def stop(self) -> None:
         if self.provider is not None:
@@ -320,9 +320,14 @@ class SmsChannel:
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _read_json(self, request: web.Request) -> Any:
-        """Token check, size limit, UTF-8 JSON; raises web.HTTPException subclasses with JSON bodies."""
+        """Token check, size limit, UTF-8 JSON; raises web.HTTPException subclasses with JSON bodies.
+        Neither provider signs its callbacks, so without a token nothing is taken: a forged uplink
+        could otherwise answer a survey, withdraw an order or opt a citizen out."""
         token = self.settings.sms_callback_token
-        if token and not hmac.compare_digest(request.query.get("token", "").encode(), token.encode()):
+        if not token:
+            raise json_error_exception(web.HTTPServiceUnavailable,
+                                       "SMS callbacks are closed until HOTLINE_SMS_CALLBACK_TOKEN is set")
+        if not hmac.compare_digest(request.query.get("token", "").encode(), token.encode()):
             raise json_error_exception(web.HTTPForbidden, "wrong or missing token")
         raw = await read_limited(request, self.settings.max_body_bytes)
         try:
