@@ -60,6 +60,12 @@ class Settings:
     wechat_api_base: str = "https://api.weixin.qq.com"
     # A push's signed timestamp may be this far from our clock; its nonce is then used once per body.
     wechat_max_skew_s: int = 300
+    # Pages on these origins (comma-separated, e.g. https://12345.example.gov.cn) may open /ws; the
+    # gateway's own origin always may. A browser sends cookies and its origin on any site's WebSocket.
+    web_origins: str = ""
+    # Web messages per client address per minute, across every sender id it uses (rotating ids do not
+    # get around it); 0 = no limit. Behind a proxy, the proxy must pass the client's address on.
+    web_address_per_minute: int = 120
     console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
     console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
 
@@ -109,6 +115,8 @@ class Settings:
             wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
             wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
             wechat_max_skew_s=_int("HOTLINE_WECHAT_MAX_SKEW_S", cls.wechat_max_skew_s),
+            web_origins=os.environ.get("HOTLINE_WEB_ORIGINS", cls.web_origins),
+            web_address_per_minute=_int("HOTLINE_WEB_ADDRESS_PER_MINUTE", cls.web_address_per_minute),
             console_secret=os.environ.get("HOTLINE_CONSOLE_SECRET", cls.console_secret),
             console_secure_cookie=os.environ.get("HOTLINE_CONSOLE_SECURE_COOKIE", "") in ("1", "true", "yes"),
         )
