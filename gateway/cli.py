@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -34,8 +35,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = Settings.from_env()
     if refused := _refusal(base):
         return refused
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var) as rasa_url:
-        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url})
+    token = base.rasa_token or secrets.token_urlsafe(24)
+    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, token) as rasa_url:
+        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url, "rasa_token": token})
         print(
             f"\n  chat page     http://127.0.0.1:{settings.port}/\n"
             f"  REST webhook  http://127.0.0.1:{settings.port}/webhooks/rest/webhook\n"
@@ -150,20 +152,22 @@ def with_rasa(rasa_url: str | None, work: Callable[[Parse], Awaitable[int]]) -> 
 
     from gateway.bot_client import RasaClient
 
-    async def go(url: str) -> int:
+    async def go(url: str, token: str) -> int:
         async with aiohttp.ClientSession() as http:
-            return await work(RasaClient(url, http).parse)
+            return await work(RasaClient(url, http, token=token).parse)
 
-    url = rasa_url or Settings.from_env().rasa_url
+    settings = Settings.from_env()
+    url = rasa_url or settings.rasa_url
     if _reachable(url):
-        return asyncio.run(go(url))
+        return asyncio.run(go(url, settings.rasa_token))
     print(f"no Rasa server at {url}; starting one for this run (about a minute)...", file=sys.stderr)
+    token = secrets.token_urlsafe(24)
     with (
         contextlib.redirect_stdout(sys.stderr),
-        bot_servers(free_port(), free_port(), None, ROOT / "var") as started_url,
+        bot_servers(free_port(), free_port(), None, ROOT / "var", token) as started_url,
         contextlib.redirect_stdout(sys.__stdout__),
     ):
-        return asyncio.run(go(started_url))
+        return asyncio.run(go(started_url, token))
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,10 @@ class Settings:
     database_url: str = f"sqlite+aiosqlite:///{ROOT / 'var' / 'hotline.db'}"
     redis_url: str | None = None
     rasa_url: str = "http://127.0.0.1:5005"
+    rasa_token: str = ""  # Rasa's --auth-token (`hotline run` makes one per start when unset)
+    # Key of the HMAC that names each citizen's Rasa tracker; empty = a random key kept in var/tracker.key
+    # (one host). Replicas on several hosts must share it; changing it starts every tracker afresh.
+    tracker_secret: str = ""
     profile: str = "jiyuan"
     api_token: str = DEFAULT_API_TOKEN
     host: str = "127.0.0.1"  # loopback unless told: a public address also needs a real HOTLINE_API_TOKEN
@@ -79,12 +85,26 @@ class Settings:
                     "set a random token of at least 16 characters (or use named tokens: hotline tokens add)")
         return None
 
+    def tracker_key(self) -> bytes:
+        """HOTLINE_TRACKER_SECRET, or a random key made once and kept beside the database (0600)."""
+        if self.tracker_secret:
+            return self.tracker_secret.encode()
+        path = ROOT / "var" / "tracker.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError), os.fdopen(
+                    os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
             database_url=os.environ.get("HOTLINE_DATABASE_URL", cls.database_url),
             redis_url=os.environ.get("HOTLINE_REDIS_URL") or None,
             rasa_url=os.environ.get("HOTLINE_RASA_URL", cls.rasa_url).rstrip("/"),
+            rasa_token=os.environ.get("HOTLINE_RASA_TOKEN", cls.rasa_token),
+            tracker_secret=os.environ.get("HOTLINE_TRACKER_SECRET", cls.tracker_secret),
             profile=os.environ.get("HOTLINE_PROFILE", cls.profile),
             api_token=os.environ.get("HOTLINE_API_TOKEN", cls.api_token),
             host=os.environ.get("HOTLINE_HOST", cls.host),

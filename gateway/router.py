@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import logging
 import time
 import traceback
@@ -71,10 +72,19 @@ class _AlreadyStored(Exception):
     """This message id is already stored: a retry, another replica, or a restart."""
 
 
+_tracker_key = [b""]  # set once at start from the configuration (gateway.config.tracker_key)
+
+
+def use_tracker_key(key: bytes) -> None:
+    """The secret of Rasa's tracker keys, for this process (the app sets it from its settings)."""
+    _tracker_key[0] = key
+
+
 def bot_sender(conv: Conversation) -> str:
-    """Rasa's tracker key: stable per citizen and channel, unique across databases, and not the
-    citizen's phone number or openid (which would otherwise sit in Rasa's tracker store and logs)."""
-    return hashlib.sha256(f"{conv.channel}:{conv.sender_id}".encode()).hexdigest()[:24]
+    """Rasa's tracker key: stable per citizen and channel, and not the citizen's phone number or
+    openid (which would otherwise sit in Rasa's tracker store and logs). A keyed HMAC: an unsalted
+    hash of an 11-digit phone number is reversed by trying them all in seconds."""
+    return hmac.new(_tracker_key[0], f"{conv.channel}:{conv.sender_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def replies_without_text(attachments: list[dict[str, Any]]) -> list[Reply]:
