@@ -113,6 +113,29 @@ def _database_command(work: Callable[[Any], Awaitable[int]]) -> int:
     return asyncio.run(go())
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Anonymise or delete what is past the profile's windows, as of now or --at; prints what went."""
+    import datetime as dt
+
+    from gateway import retention
+    from profiles import load
+
+    settings = Settings.from_env()
+    at = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.UTC)
+    if at.tzinfo is None:
+        print("hotline retention: --at needs an offset, e.g. 2029-01-01T00:00:00+08:00", file=sys.stderr)
+        return 2
+    tracker_db = ROOT / "var" / "rasa_tracker.db"
+    tracker_url = settings.tracker_db_url or (f"sqlite+aiosqlite:///{tracker_db}" if tracker_db.exists() else "")
+
+    async def work(sessions: Any) -> int:
+        done = await retention.run(sessions, load(settings.profile), at=at, tracker_db_url=tracker_url)
+        print(json.dumps(done, ensure_ascii=False))
+        return 0
+
+    return _database_command(work)
+
+
 def cmd_tokens(args: argparse.Namespace) -> int:
     """Named API tokens: the secret is printed once, on `add`; the database keeps its hash."""
     from gateway import tokens
@@ -446,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("name")
     for command in tokens.choices.values():
         command.set_defaults(func=cmd_tokens)
+    keep = sub.add_parser("retention", help="what is kept how long").add_subparsers(dest="action", required=True)
+    keep_run = keep.add_parser("run", help="anonymise or delete what is past the profile's windows (audited)")
+    keep_run.add_argument("--at", default=None, help="ISO time with offset to run as of (default: now)")
+    keep_run.set_defaults(func=cmd_retention)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -34,6 +34,9 @@ class Settings:
     # Key of the HMAC that names each citizen's Rasa tracker; empty = a random key kept in var/tracker.key
     # (one host). Replicas on several hosts must share it; changing it starts every tracker afresh.
     tracker_secret: str = ""
+    # Rasa's SQL tracker store as an async SQLAlchemy URL, for `hotline retention run` (its `events`
+    # table); empty = var/rasa_tracker.db when `hotline run` made one.
+    tracker_db_url: str = ""
     profile: str = "jiyuan"
     api_token: str = DEFAULT_API_TOKEN
     host: str = "127.0.0.1"  # loopback unless told: a public address also needs a real HOTLINE_API_TOKEN
@@ -105,6 +108,7 @@ class Settings:
             rasa_url=os.environ.get("HOTLINE_RASA_URL", cls.rasa_url).rstrip("/"),
             rasa_token=os.environ.get("HOTLINE_RASA_TOKEN", cls.rasa_token),
             tracker_secret=os.environ.get("HOTLINE_TRACKER_SECRET", cls.tracker_secret),
+            tracker_db_url=os.environ.get("HOTLINE_TRACKER_DB_URL", cls.tracker_db_url),
             profile=os.environ.get("HOTLINE_PROFILE", cls.profile),
             api_token=os.environ.get("HOTLINE_API_TOKEN", cls.api_token),
             host=os.environ.get("HOTLINE_HOST", cls.host),
