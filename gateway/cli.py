@@ -96,8 +96,11 @@ def _refusal(settings: Settings) -> int:
     return 0
 
 
-def _database_command(work: Callable[[Any], Awaitable[int]]) -> int:
-    """Run `work(sessions)` on the configured, migrated database (operator commands)."""
+def _database_command(
+    work: Callable[[Any], Awaitable[int]], name: str = "", errors: tuple[type[Exception], ...] = ()
+) -> int:
+    """Run `work(sessions)` on the configured, migrated database (operator commands); an error an
+    operator can correct (`errors`) is printed as `hotline NAME: …` with exit code 2."""
     from gateway.schema import migrate
     from storage.db import make_engine, make_sessions
 
@@ -107,6 +110,9 @@ def _database_command(work: Callable[[Any], Awaitable[int]]) -> int:
         engine = make_engine(url)
         try:
             return await work(make_sessions(engine))
+        except errors as exc:
+            print(f"hotline {name}: {exc}", file=sys.stderr)
+            return 2
         finally:
             await engine.dispose()
 
@@ -141,25 +147,21 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from gateway import tokens
 
     async def work(sessions: Any) -> int:
-        try:
-            if args.action == "add":
-                secret = await tokens.add(sessions, args.name, args.scope)
-                print(secret)
-                print(f"token {args.name} added ({', '.join(sorted(set(args.scope)))}); it is shown only now",
-                      file=sys.stderr)
-            elif args.action == "revoke":
-                await tokens.revoke(sessions, args.name)
-                print(f"token {args.name} revoked")
-            else:
-                for row in await tokens.listing(sessions):
-                    state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                    print(f"{row.name}\t{','.join(row.scopes)}\t{state}")
-            return 0
-        except tokens.TokenError as exc:
-            print(f"hotline tokens: {exc}", file=sys.stderr)
-            return 2
+        if args.action == "add":
+            secret = await tokens.add(sessions, args.name, args.scope)
+            print(secret)
+            print(f"token {args.name} added ({', '.join(sorted(set(args.scope)))}); it is shown only now",
+                  file=sys.stderr)
+        elif args.action == "revoke":
+            await tokens.revoke(sessions, args.name)
+            print(f"token {args.name} revoked")
+        else:
+            for row in await tokens.listing(sessions):
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                print(f"{row.name}\t{','.join(row.scopes)}\t{state}")
+        return 0
 
-    return _database_command(work)
+    return _database_command(work, "tokens", (tokens.TokenError,))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -376,28 +378,24 @@ def cmd_agents(args: argparse.Namespace) -> int:
     from handoff import agents
 
     async def work(sessions: Any) -> int:
-        try:
-            if args.action == "add":
-                if sys.stdin.isatty():
-                    import getpass
+        if args.action == "add":
+            if sys.stdin.isatty():
+                import getpass
 
-                    password = getpass.getpass(f"password for {args.name}: ")
-                else:
-                    password = sys.stdin.readline().rstrip("\n")
-                await agents.add(sessions, args.name, password, args.role)
-                print(f"agent {args.name} added ({args.role})")
-            elif args.action == "disable":
-                await agents.disable(sessions, args.name)
-                print(f"agent {args.name} disabled")
+                password = getpass.getpass(f"password for {args.name}: ")
             else:
-                for agent in await agents.listing(sessions):
-                    print(f"{agent.name}\t{agent.role}\t{'active' if agent.active else 'disabled'}")
-            return 0
-        except agents.AgentError as exc:
-            print(f"hotline agents: {exc}", file=sys.stderr)
-            return 2
+                password = sys.stdin.readline().rstrip("\n")
+            await agents.add(sessions, args.name, password, args.role)
+            print(f"agent {args.name} added ({args.role})")
+        elif args.action == "disable":
+            await agents.disable(sessions, args.name)
+            print(f"agent {args.name} disabled")
+        else:
+            for agent in await agents.listing(sessions):
+                print(f"{agent.name}\t{agent.role}\t{'active' if agent.active else 'disabled'}")
+        return 0
 
-    return _database_command(work)
+    return _database_command(work, "agents", (agents.AgentError,))
 
 
 def main(argv: list[str] | None = None) -> int:
