@@ -7,7 +7,6 @@ GET  /                       the chat page
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from channels.base import ChannelContext, Intake
 from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, InboundMessage, NotKept, Reply
+from gateway import http
 from gateway.http import json_error, read_limited
 from storage.outbox import Sender
 
@@ -37,24 +37,11 @@ class BadRequest(ValueError):
     """Client error with a message a developer can act on."""
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def load_json(raw: bytes | str) -> Any:
-    """JSON from the internet: deep nesting (Python's parser recurses) and escapes like "\\ud800",
-    which no database can store as text, are the client's error (400), not ours."""
     try:
-        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid UTF-8 JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise BadRequest("body is not valid UTF-8 JSON: nested too deeply") from exc
-
-
-def checked_text(value: str, field: str) -> str:
-    if _LONE_SURROGATE.search(value):
-        raise BadRequest(f"{field} contains a lone surrogate (\\ud800-\\udfff), which is not text")
-    return value
+        return http.load_json(raw)
+    except http.BadJson as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def parse_rest_body(raw: bytes) -> InboundMessage:
@@ -76,8 +63,7 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
     message_id = data.get("message_id") or metadata.get("message_id")
     if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 128):
         raise BadRequest("message_id must be a string of 1-128 characters")
-    return InboundMessage(channel=NAME, sender_id=sender, text=checked_text(message, "message").strip(),
-                          message_id=checked_text(message_id, "message_id") if message_id else None)
+    return InboundMessage(channel=NAME, sender_id=sender, text=message.strip(), message_id=message_id or None)
 
 
 class AddressWindow:
@@ -185,9 +171,7 @@ class WebChannel:
                     if message_id is not None and (not isinstance(message_id, str)
                                                    or not 0 < len(message_id) <= 128):
                         raise BadRequest("message_id must be a string of 1-128 characters")
-                    text = checked_text(data.get("text", ""), "text")
-                    if message_id is not None:
-                        checked_text(message_id, "message_id")
+                    text = data.get("text", "")
                 except BadRequest as exc:
                     await ws.send_json({"type": "error", "error": str(exc)})
                     continue

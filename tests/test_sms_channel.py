@@ -80,6 +80,22 @@ async def test_callbacks_check_token_shape_and_size(ali_gw: tuple[SmsGateway, Al
     assert resp.status == 200
 
 
+async def test_callbacks_refuse_deep_json_and_lone_surrogates(ali_gw: tuple[SmsGateway, AlibabaServer]) -> None:
+    """#14: these gave 503 (a provider retries a 503 for ever); they are the sender's error."""
+    gw, _ = ali_gw
+    up = '[{"phone_number": "%s", "content": "\\ud800路灯坏了", "send_time": "2026-12-01 10:00:00", "sequence_id": 9}]'
+    for raw, error in ((b"[" * 5_000 + b"]" * 5_000, "nested too deeply"),
+                       ((up % PHONE).encode(), "lone surrogate")):
+        resp = await gw.client.post("/sms/alibaba/up?token=s3cret", data=raw)
+        assert resp.status == 400 and error in (await resp.json())["error"]
+        order = await gw.order()
+        resp = await gw.client.post(f"/api/tickets/{order.number}/events", data=raw.replace(b"phone_number", b"note"),
+                                    headers={"Authorization": "Bearer test-token"})
+        assert resp.status == 400, await resp.text()
+    async with gw.surveys.sessions() as session:
+        assert (await session.scalars(select(Message).where(Message.direction == "in"))).all() == []
+
+
 async def test_callbacks_without_a_configured_token_take_nothing(tmp_path: Path) -> None:
     """#14: with no token set, a forged SmsUp answered a survey and closed the order. Now nothing is taken."""
     server = await AlibabaServer().start()

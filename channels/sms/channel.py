@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -35,7 +34,7 @@ from channels.sms.models import SmsRecord
 from common import buttons
 from common.messages import InboundMessage, Reply
 from gateway.config import Settings
-from gateway.http import json_error_exception, read_limited
+from gateway.http import BadJson, json_error_exception, load_json, read_limited
 from gateway.logs import redact
 from storage.base import utcnow
 from storage.inbox import InboxKey
@@ -331,9 +330,9 @@ class SmsChannel:
             raise json_error_exception(web.HTTPForbidden, "wrong or missing token")
         raw = await read_limited(request, self.settings.max_body_bytes)
         try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise json_error_exception(web.HTTPBadRequest, f"body is not valid UTF-8 JSON: {exc}") from exc
+            return load_json(raw)
+        except BadJson as exc:
+            raise json_error_exception(web.HTTPBadRequest, str(exc)) from exc
 
     def _uplinks(self, provider: str, parse: Parse, ack: dict[str, Any]) -> Handler:
         """A provider's uplink callback: each citizen SMS in the push goes to `uplink`."""
