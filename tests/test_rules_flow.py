@@ -194,6 +194,17 @@ async def test_a_typed_phone_from_a_new_web_sender_proves_nothing(gateway) -> No
     assert order.status == "withdrawn"
 
 
+async def test_a_supplement_from_a_new_sender_waits_for_the_code(gateway) -> None:
+    """#14: a supplement was appended to someone else's order on a typed phone number."""
+    number = await make_order(new_chat(gateway))
+    stranger = new_chat(gateway)
+    reply = Chat.text(await stranger.say(
+        f"补充一下工单{number}的情况：那家烧烤店昨晚又营业到凌晨三点，登记电话13800004444"))
+    assert "验证码" in reply and "烧烤店每天" not in reply, reply
+    [order] = await orders(gateway)
+    assert order.supplements == []
+
+
 async def test_abusive_sender_is_limited_and_their_messages_kept(gateway) -> None:
     """济源 第三十三条: 骚扰、侮辱 … 在一定时间内限制; the messages are still stored."""
     chat = new_chat(gateway)
