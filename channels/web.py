@@ -7,9 +7,9 @@ GET  /                       the chat page
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from channels.base import ChannelContext, Intake
 from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, InboundMessage, NotKept, Reply
+from gateway import http
 from gateway.http import json_error, read_limited
 from storage.outbox import Sender
 
@@ -29,30 +30,18 @@ STATIC = Path(__file__).resolve().parent / "web_static"
 ALLOWED_FIELDS = {"sender", "message", "metadata", "message_id", "input_channel"}
 SENDER_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 EMPTY_TEXT = "请输入您要反映的内容，例如发生了什么事、在什么地方。"
+BUSY_TEXT = "您发送得太快了，这条消息没有保存，请稍等一分钟后再发送。紧急情况请直接拨打110、119、120或122。"
 
 
 class BadRequest(ValueError):
     """Client error with a message a developer can act on."""
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def load_json(raw: bytes | str) -> Any:
-    """JSON from the internet: deep nesting (Python's parser recurses) and escapes like "\\ud800",
-    which no database can store as text, are the client's error (400), not ours."""
     try:
-        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid UTF-8 JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise BadRequest("body is not valid UTF-8 JSON: nested too deeply") from exc
-
-
-def checked_text(value: str, field: str) -> str:
-    if _LONE_SURROGATE.search(value):
-        raise BadRequest(f"{field} contains a lone surrogate (\\ud800-\\udfff), which is not text")
-    return value
+        return http.load_json(raw)
+    except http.BadJson as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def parse_rest_body(raw: bytes) -> InboundMessage:
@@ -74,8 +63,27 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
     message_id = data.get("message_id") or metadata.get("message_id")
     if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 128):
         raise BadRequest("message_id must be a string of 1-128 characters")
-    return InboundMessage(channel=NAME, sender_id=sender, text=checked_text(message, "message").strip(),
-                          message_id=checked_text(message_id, "message_id") if message_id else None)
+    return InboundMessage(channel=NAME, sender_id=sender, text=message.strip(), message_id=message_id or None)
+
+
+class AddressWindow:
+    """Messages per client address in the current minute, so a client cannot flood the service by
+    using a new sender id for every message. O(1) per message; memory is one minute's addresses."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._started = -60.0
+        self._counts: dict[str, int] = {}
+
+    def allow(self, address: str | None) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = time.monotonic()
+        if now - self._started >= 60:  # a new minute starts with the first message after the last one
+            self._started, self._counts = now, {}
+        key = address or "?"
+        self._counts[key] = self._counts.get(key, 0) + 1
+        return self._counts[key] <= self.per_minute
 
 
 def _frame(reply: Reply) -> dict[str, Any]:
@@ -100,6 +108,8 @@ class WebChannel:
         self.max_body = max_body
         self._intake: Intake | None = None
         self._sockets: dict[str, weakref.WeakSet[web.WebSocketResponse]] = {}
+        self._origins: frozenset[str] = frozenset()
+        self._addresses = AddressWindow(0)
 
     @property
     def intake(self) -> Intake:
@@ -108,6 +118,9 @@ class WebChannel:
 
     async def start(self, context: ChannelContext) -> None:
         self._intake = context.intake
+        settings = context.settings
+        self._origins = frozenset(o.strip().rstrip("/") for o in settings.web_origins.split(",") if o.strip())
+        self._addresses = AddressWindow(settings.web_address_per_minute)
 
     async def stop(self) -> None:
         return None
@@ -130,6 +143,8 @@ class WebChannel:
             return json_error(400, str(exc))
         except web.HTTPRequestEntityTooLarge:
             return json_error(413, f"body larger than {self.max_body} bytes")
+        if not self._addresses.allow(request.remote):
+            return web.json_response({"error": BUSY_TEXT}, status=429, headers={"Retry-After": "60"})
         replies = await self.handle_message(msg)
         return web.json_response([r.as_rest(msg.sender_id) for r in replies])
 
@@ -137,6 +152,10 @@ class WebChannel:
         sender = request.query.get("sender", "")
         if not SENDER_RE.match(sender):
             raise web.HTTPBadRequest(text="sender query parameter required (1-128 letters, digits or _.:@-)")
+        origin = request.headers.get("Origin")
+        # Same origin by host (a proxy ending TLS makes our scheme http while the page's is https).
+        if origin is not None and origin.rstrip("/") not in self._origins and origin.partition("://")[2] != request.host:
+            raise web.HTTPForbidden(text="this page's origin may not open the chat socket (HOTLINE_WEB_ORIGINS)")
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.max_body)
         await ws.prepare(request)
         self._sockets.setdefault(sender, weakref.WeakSet()).add(ws)
@@ -152,11 +171,13 @@ class WebChannel:
                     if message_id is not None and (not isinstance(message_id, str)
                                                    or not 0 < len(message_id) <= 128):
                         raise BadRequest("message_id must be a string of 1-128 characters")
-                    text = checked_text(data.get("text", ""), "text")
-                    if message_id is not None:
-                        checked_text(message_id, "message_id")
+                    text = data.get("text", "")
                 except BadRequest as exc:
                     await ws.send_json({"type": "error", "error": str(exc)})
+                    continue
+                if not self._addresses.allow(request.remote):
+                    await ws.send_json({"type": "error", "error": BUSY_TEXT, "message_id": message_id,
+                                        "retry_after": 60})
                     continue
                 msg = InboundMessage(NAME, sender, text.strip(), message_id=message_id)
                 try:

@@ -28,7 +28,7 @@ from gateway.intake import GatewayIntake
 from gateway.metrics import METRICS, Metrics
 from gateway.outbox import SENDERS, OutboxWorker
 from gateway.policies import HeldReplyFallback
-from gateway.router import Notify, Router
+from gateway.router import Notify, Router, use_tracker_key
 from gateway.schema import migrate
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
 from handoff.notify import TicketWebhookSender
@@ -78,6 +78,7 @@ def create_app(
         raise ValueError("HOTLINE_TICKET_WEBHOOK_URL needs HOTLINE_TICKET_CALLBACK_SECRET to sign with")
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
     app[SETTINGS] = settings
+    use_tracker_key(settings.tracker_key())
     app[METRICS] = metrics = Metrics()
     web_channel = WebChannel(settings.max_body_bytes)
     wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
@@ -100,7 +101,7 @@ def create_app(
         app[OUTBOX] = worker
         router = Router(
             sessions,
-            RasaClient(settings.rasa_url, http, settings.bot_timeout_s, settings.bot_concurrency),
+            RasaClient(settings.rasa_url, http, settings.bot_timeout_s, settings.bot_concurrency, settings.rasa_token),
             coordinator,
             profile,
             max_text_chars=settings.max_text_chars,

@@ -21,9 +21,12 @@ class BotUnavailable(RuntimeError):
 
 class RasaClient:
     def __init__(
-        self, base_url: str, session: aiohttp.ClientSession, timeout_s: float = 30.0, concurrency: int = 4
+        self, base_url: str, session: aiohttp.ClientSession, timeout_s: float = 30.0, concurrency: int = 4,
+        token: str = "",
     ) -> None:
+        """`token`: Rasa's --auth-token, sent to its HTTP API (its REST channel does not check it)."""
         self.base_url = base_url.rstrip("/")
+        self._auth = {"token": token} if token else {}
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._gate = asyncio.Semaphore(concurrency) if concurrency > 0 else None  # 0: no gate
@@ -55,7 +58,7 @@ class RasaClient:
         """NLU only (`/model/parse`, needs --enable-api): what `hotline classify` scores."""
         try:
             async with self._session.post(
-                f"{self.base_url}/model/parse", json={"text": text}, timeout=self._timeout
+                f"{self.base_url}/model/parse", json={"text": text}, params=self._auth, timeout=self._timeout
             ) as resp:
                 if resp.status != 200:
                     raise BotUnavailable(f"rasa answered HTTP {resp.status}")
@@ -69,7 +72,8 @@ class RasaClient:
         ConversationResumed when it comes back, so Rasa's own record says who was answering."""
         try:
             async with self._session.post(
-                f"{self.base_url}/conversations/{sender}/tracker/events", json=event, timeout=self._timeout
+                f"{self.base_url}/conversations/{sender}/tracker/events", json=event, params=self._auth,
+                timeout=self._timeout
             ) as resp:
                 if resp.status != 200:
                     raise BotUnavailable(f"rasa answered HTTP {resp.status}")
@@ -80,7 +84,7 @@ class RasaClient:
         """The facts the bot collected (its tracker's slots); empty when Rasa cannot say."""
         try:
             async with self._session.get(
-                f"{self.base_url}/conversations/{sender}/tracker", params={"include_events": "NONE"},
+                f"{self.base_url}/conversations/{sender}/tracker", params={"include_events": "NONE", **self._auth},
                 timeout=aiohttp.ClientTimeout(total=5),
             ) as resp:
                 if resp.status != 200:

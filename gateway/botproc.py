@@ -113,14 +113,16 @@ def start_action_server(port: int, log_file: Path | None = None) -> subprocess.P
 
 
 def start_rasa_server(
-    model: Path, port: int, endpoints: Path, log_file: Path | None = None
+    model: Path, port: int, endpoints: Path, log_file: Path | None = None, auth_token: str = ""
 ) -> subprocess.Popen[bytes]:
+    """`auth_token`: Rasa's HTTP API (trackers, parse) then answers only calls that carry it."""
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [
             str(bot_bin("rasa")), "run", "--enable-api", "-m", str(model),
             "-i", "127.0.0.1", "-p", str(port),
             "--endpoints", str(endpoints), "--credentials", "bot/credentials.yml",
+            *(["--auth-token", auth_token] if auth_token else []),
         ],
         cwd=ROOT, env=bot_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
     )
@@ -161,7 +163,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def bot_servers(rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None) -> Iterator[str]:
+def bot_servers(
+    rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None, auth_token: str = ""
+) -> Iterator[str]:
     """Start the action server and the Rasa server on loopback; stop both on exit (`hotline run`,
     `hotline classify` and the test suite)."""
     model = ensure_model()
@@ -169,7 +173,7 @@ def bot_servers(rasa_port: int, action_port: int, tracker_db: Path | None, logs:
     actions = rasa = None
     try:
         actions = start_action_server(action_port, logs / "actions.log" if logs else None)
-        rasa = start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None)
+        rasa = start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None, auth_token)
         print("starting the bot (Rasa loads TensorFlow and the model: about a minute)...", flush=True)
         wait_http(f"http://127.0.0.1:{action_port}/health", 120, actions)
         wait_http(f"http://127.0.0.1:{rasa_port}/", 300, rasa)

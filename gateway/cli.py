@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,8 +33,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
     base = Settings.from_env()
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var) as rasa_url:
-        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url})
+    if refused := _refusal(base):
+        return refused
+    token = base.rasa_token or secrets.token_urlsafe(24)
+    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, token) as rasa_url:
+        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url, "rasa_token": token})
         print(
             f"\n  chat page     http://127.0.0.1:{settings.port}/\n"
             f"  REST webhook  http://127.0.0.1:{settings.port}/webhooks/rest/webhook\n"
@@ -76,8 +80,88 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs as logsetup
 
     logsetup.setup()
-    serve_gateway(Settings.from_env())
+    settings = Settings.from_env()
+    if refused := _refusal(settings):
+        return refused
+    serve_gateway(settings)
     return 0
+
+
+def _refusal(settings: Settings) -> int:
+    """2 with a one-line reason when the settings would open the data to the network; else 0."""
+    reason = settings.insecure_reason()
+    if reason:
+        print(f"hotline: {reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _database_command(
+    work: Callable[[Any], Awaitable[int]], name: str = "", errors: tuple[type[Exception], ...] = ()
+) -> int:
+    """Run `work(sessions)` on the configured, migrated database (operator commands); an error an
+    operator can correct (`errors`) is printed as `hotline NAME: …` with exit code 2."""
+    from gateway.schema import migrate
+    from storage.db import make_engine, make_sessions
+
+    async def go() -> int:
+        url = Settings.from_env().database_url
+        await migrate(url)
+        engine = make_engine(url)
+        try:
+            return await work(make_sessions(engine))
+        except errors as exc:
+            print(f"hotline {name}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    """Anonymise or delete what is past the profile's windows, as of now or --at; prints what went."""
+    import datetime as dt
+
+    from gateway import retention
+    from profiles import load
+
+    settings = Settings.from_env()
+    at = dt.datetime.fromisoformat(args.at) if args.at else dt.datetime.now(dt.UTC)
+    if at.tzinfo is None:
+        print("hotline retention: --at needs an offset, e.g. 2029-01-01T00:00:00+08:00", file=sys.stderr)
+        return 2
+    tracker_db = ROOT / "var" / "rasa_tracker.db"
+    tracker_url = settings.tracker_db_url or (f"sqlite+aiosqlite:///{tracker_db}" if tracker_db.exists() else "")
+
+    async def work(sessions: Any) -> int:
+        done = await retention.run(sessions, load(settings.profile), at=at, tracker_db_url=tracker_url)
+        print(json.dumps(done, ensure_ascii=False))
+        return 0
+
+    return _database_command(work)
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Named API tokens: the secret is printed once, on `add`; the database keeps its hash."""
+    from gateway import tokens
+
+    async def work(sessions: Any) -> int:
+        if args.action == "add":
+            secret = await tokens.add(sessions, args.name, args.scope)
+            print(secret)
+            print(f"token {args.name} added ({', '.join(sorted(set(args.scope)))}); it is shown only now",
+                  file=sys.stderr)
+        elif args.action == "revoke":
+            await tokens.revoke(sessions, args.name)
+            print(f"token {args.name} revoked")
+        else:
+            for row in await tokens.listing(sessions):
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                print(f"{row.name}\t{','.join(row.scopes)}\t{state}")
+        return 0
+
+    return _database_command(work, "tokens", (tokens.TokenError,))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -93,20 +177,22 @@ def with_rasa(rasa_url: str | None, work: Callable[[Parse], Awaitable[int]]) -> 
 
     from gateway.bot_client import RasaClient
 
-    async def go(url: str) -> int:
+    async def go(url: str, token: str) -> int:
         async with aiohttp.ClientSession() as http:
-            return await work(RasaClient(url, http).parse)
+            return await work(RasaClient(url, http, token=token).parse)
 
-    url = rasa_url or Settings.from_env().rasa_url
+    settings = Settings.from_env()
+    url = rasa_url or settings.rasa_url
     if _reachable(url):
-        return asyncio.run(go(url))
+        return asyncio.run(go(url, settings.rasa_token))
     print(f"no Rasa server at {url}; starting one for this run (about a minute)...", file=sys.stderr)
+    token = secrets.token_urlsafe(24)
     with (
         contextlib.redirect_stdout(sys.stderr),
-        bot_servers(free_port(), free_port(), None, ROOT / "var") as started_url,
+        bot_servers(free_port(), free_port(), None, ROOT / "var", token) as started_url,
         contextlib.redirect_stdout(sys.__stdout__),
     ):
-        return asyncio.run(go(started_url))
+        return asyncio.run(go(started_url, token))
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -289,39 +375,27 @@ async def _tick_at(settings: Settings, at: Any) -> dict[str, Any]:
 def cmd_agents(args: argparse.Namespace) -> int:
     """Agent accounts. The password comes from stdin (never an argument: it would sit in the shell
     history and in `ps`); each change is in the audit log."""
-    from gateway.schema import migrate
     from handoff import agents
-    from storage.db import make_engine, make_sessions
 
-    async def go() -> int:
-        url = Settings.from_env().database_url
-        await migrate(url)
-        engine = make_engine(url)
-        sessions = make_sessions(engine)
-        try:
-            if args.action == "add":
-                if sys.stdin.isatty():
-                    import getpass
+    async def work(sessions: Any) -> int:
+        if args.action == "add":
+            if sys.stdin.isatty():
+                import getpass
 
-                    password = getpass.getpass(f"password for {args.name}: ")
-                else:
-                    password = sys.stdin.readline().rstrip("\n")
-                await agents.add(sessions, args.name, password, args.role)
-                print(f"agent {args.name} added ({args.role})")
-            elif args.action == "disable":
-                await agents.disable(sessions, args.name)
-                print(f"agent {args.name} disabled")
+                password = getpass.getpass(f"password for {args.name}: ")
             else:
-                for agent in await agents.listing(sessions):
-                    print(f"{agent.name}\t{agent.role}\t{'active' if agent.active else 'disabled'}")
-            return 0
-        except agents.AgentError as exc:
-            print(f"hotline agents: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            await engine.dispose()
+                password = sys.stdin.readline().rstrip("\n")
+            await agents.add(sessions, args.name, password, args.role)
+            print(f"agent {args.name} added ({args.role})")
+        elif args.action == "disable":
+            await agents.disable(sessions, args.name)
+            print(f"agent {args.name} disabled")
+        else:
+            for agent in await agents.listing(sessions):
+                print(f"{agent.name}\t{agent.role}\t{'active' if agent.active else 'disabled'}")
+        return 0
 
-    return asyncio.run(go())
+    return _database_command(work, "agents", (agents.AgentError,))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +455,22 @@ def main(argv: list[str] | None = None) -> int:
     disable.add_argument("name")
     for command in (add, *agents.choices.values()):
         command.set_defaults(func=cmd_agents)
+    from gateway.tokens import SCOPES
+
+    tokens = sub.add_parser("tokens", help="named API tokens with scopes").add_subparsers(dest="action", required=True)
+    token_add = tokens.add_parser("add", help="make a token (printed once) for a handling unit or operator")
+    token_add.add_argument("name")
+    token_add.add_argument("--scope", action="append", required=True, choices=sorted(SCOPES),
+                           help="repeat for several: " + "; ".join(f"{k}: {v}" for k, v in SCOPES.items()))
+    tokens.add_parser("list", help="list tokens (names and scopes, never the secrets)")
+    revoke = tokens.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("name")
+    for command in tokens.choices.values():
+        command.set_defaults(func=cmd_tokens)
+    keep = sub.add_parser("retention", help="what is kept how long").add_subparsers(dest="action", required=True)
+    keep_run = keep.add_parser("run", help="anonymise or delete what is past the profile's windows (audited)")
+    keep_run.add_argument("--at", default=None, help="ISO time with offset to run as of (default: now)")
+    keep_run.set_defaults(func=cmd_retention)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

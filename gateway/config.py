@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_API_TOKEN = "dev-token-change-me"  # accepted on loopback only (Settings.insecure_reason)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _int(name: str, default: int) -> int:
@@ -19,9 +30,16 @@ class Settings:
     database_url: str = f"sqlite+aiosqlite:///{ROOT / 'var' / 'hotline.db'}"
     redis_url: str | None = None
     rasa_url: str = "http://127.0.0.1:5005"
+    rasa_token: str = ""  # Rasa's --auth-token (`hotline run` makes one per start when unset)
+    # Key of the HMAC that names each citizen's Rasa tracker; empty = a random key kept in var/tracker.key
+    # (one host). Replicas on several hosts must share it; changing it starts every tracker afresh.
+    tracker_secret: str = ""
+    # Rasa's SQL tracker store as an async SQLAlchemy URL, for `hotline retention run` (its `events`
+    # table); empty = var/rasa_tracker.db when `hotline run` made one.
+    tracker_db_url: str = ""
     profile: str = "jiyuan"
-    api_token: str = "dev-token-change-me"
-    host: str = "0.0.0.0"
+    api_token: str = DEFAULT_API_TOKEN
+    host: str = "127.0.0.1"  # loopback unless told: a public address also needs a real HOTLINE_API_TOKEN
     port: int = 8080
     max_body_bytes: int = 64 * 1024
     max_text_chars: int = 2000
@@ -56,8 +74,36 @@ class Settings:
     wechat_api_base: str = "https://api.weixin.qq.com"
     # A push's signed timestamp may be this far from our clock; its nonce is then used once per body.
     wechat_max_skew_s: int = 300
+    # Pages on these origins (comma-separated, e.g. https://12345.example.gov.cn) may open /ws; the
+    # gateway's own origin always may. A browser sends cookies and its origin on any site's WebSocket.
+    web_origins: str = ""
+    # Web messages per client address per minute, across every sender id it uses (rotating ids do not
+    # get around it); 0 = no limit. Behind a proxy, the proxy must pass the client's address on.
+    web_address_per_minute: int = 120
     console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
     console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
+
+    def insecure_reason(self) -> str | None:
+        """Why this gateway must not start as configured, in one line; None when it may. Bound to a
+        non-loopback address, the default or an empty API token would open every order to anyone."""
+        if _loopback(self.host):
+            return None
+        if self.api_token in ("", DEFAULT_API_TOKEN) or len(self.api_token) < 16:
+            return (f"refusing to listen on {self.host} with the default, empty or short HOTLINE_API_TOKEN: "
+                    "set a random token of at least 16 characters (or use named tokens: hotline tokens add)")
+        return None
+
+    def tracker_key(self) -> bytes:
+        """HOTLINE_TRACKER_SECRET, or a random key made once and kept beside the database (0600)."""
+        if self.tracker_secret:
+            return self.tracker_secret.encode()
+        path = ROOT / "var" / "tracker.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError), os.fdopen(
+                    os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,6 +111,9 @@ class Settings:
             database_url=os.environ.get("HOTLINE_DATABASE_URL", cls.database_url),
             redis_url=os.environ.get("HOTLINE_REDIS_URL") or None,
             rasa_url=os.environ.get("HOTLINE_RASA_URL", cls.rasa_url).rstrip("/"),
+            rasa_token=os.environ.get("HOTLINE_RASA_TOKEN", cls.rasa_token),
+            tracker_secret=os.environ.get("HOTLINE_TRACKER_SECRET", cls.tracker_secret),
+            tracker_db_url=os.environ.get("HOTLINE_TRACKER_DB_URL", cls.tracker_db_url),
             profile=os.environ.get("HOTLINE_PROFILE", cls.profile),
             api_token=os.environ.get("HOTLINE_API_TOKEN", cls.api_token),
             host=os.environ.get("HOTLINE_HOST", cls.host),
@@ -100,6 +149,8 @@ class Settings:
             wechat_apps=os.environ.get("HOTLINE_WECHAT_APPS", cls.wechat_apps),
             wechat_api_base=os.environ.get("HOTLINE_WECHAT_API_BASE", cls.wechat_api_base).rstrip("/"),
             wechat_max_skew_s=_int("HOTLINE_WECHAT_MAX_SKEW_S", cls.wechat_max_skew_s),
+            web_origins=os.environ.get("HOTLINE_WEB_ORIGINS", cls.web_origins),
+            web_address_per_minute=_int("HOTLINE_WEB_ADDRESS_PER_MINUTE", cls.web_address_per_minute),
             console_secret=os.environ.get("HOTLINE_CONSOLE_SECRET", cls.console_secret),
             console_secure_cookie=os.environ.get("HOTLINE_CONSOLE_SECURE_COOKIE", "") in ("1", "true", "yes"),
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import json
 import time
 from typing import Any
 
@@ -23,8 +22,8 @@ from aiohttp import web
 from sqlalchemy import select
 
 from common.text import mask_phone
-from gateway.api import authorised, unauthorised
-from gateway.http import json_error, read_limited
+from gateway.api import caller
+from gateway.http import json_error, load_json, read_limited
 from handoff.events import WorkOrderEvents
 from handoff.lifecycle import ALLOWED, PUBLIC_EVENTS, TransitionError
 from handoff.models import Survey, WorkOrder
@@ -101,14 +100,15 @@ async def _body(request: web.Request) -> bytes | web.Response:
 
 
 async def post_event(request: web.Request) -> web.Response:
-    if not authorised(request):
-        return unauthorised()
+    who = await caller(request, "events:write")
+    if isinstance(who, web.Response):
+        return who
     raw = await _body(request)
     if isinstance(raw, web.Response):
         return raw
     try:
-        data = parse_event(json.loads(raw.decode("utf-8")), need_number=False)
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        data = parse_event(load_json(raw), need_number=False)
+    except ValueError as exc:  # BadJson is a ValueError
         return json_error(400, str(exc))
     return await _apply(request, request.match_info["number"], data, "api")
 
@@ -127,8 +127,8 @@ async def post_callback(request: web.Request) -> web.Response:
     if not hmac.compare_digest(given.encode(), signature(secret, timestamp, raw).encode()):
         return json_error(401, "bad signature")
     try:
-        data = parse_event(json.loads(raw.decode("utf-8")), need_number=True)
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = parse_event(load_json(raw), need_number=True)
+    except ValueError as exc:
         return json_error(400, str(exc))
     return await _apply(request, data["number"], data, "callback")
 
@@ -136,8 +136,9 @@ async def post_callback(request: web.Request) -> web.Response:
 async def get_survey(request: web.Request) -> web.Response:
     """The survey rounds of an order: status, rating, whether and why defaulted, and its timers
     (send_at, default_at), so an operator sees what will happen when (no phone numbers)."""
-    if not authorised(request):
-        return unauthorised()
+    who = await caller(request, "orders:read")
+    if isinstance(who, web.Response):
+        return who
     service = request.app[SURVEYS]
     async with service.sessions() as session:
         order = await session.scalar(select(WorkOrder).where(WorkOrder.number == request.match_info["number"]))

@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import StreamReader, web
+
+
+class BadJson(ValueError):
+    """A body that is not JSON we can keep; the message says why (answered 400 by every caller)."""
+
+
+def load_json(raw: bytes | str) -> Any:
+    """JSON from the internet. Deep nesting (Python's parser recurses) and escapes such as "\\ud800",
+    which no database can store as text, are the sender's error, not a 503 and a retry forever."""
+    try:
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadJson(f"body is not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadJson("body is not valid UTF-8 JSON: nested too deeply") from exc
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadJson("body contains a lone surrogate (\\ud800-\\udfff), which is not text") from exc
+    return data
 
 
 async def read_capped(stream: StreamReader, limit: int) -> bytes | None:

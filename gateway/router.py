@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import logging
 import time
 import traceback
@@ -71,10 +72,19 @@ class _AlreadyStored(Exception):
     """This message id is already stored: a retry, another replica, or a restart."""
 
 
+_tracker_key = [b""]  # set once at start from the configuration (gateway.config.tracker_key)
+
+
+def use_tracker_key(key: bytes) -> None:
+    """The secret of Rasa's tracker keys, for this process (the app sets it from its settings)."""
+    _tracker_key[0] = key
+
+
 def bot_sender(conv: Conversation) -> str:
-    """Rasa's tracker key: stable per citizen and channel, unique across databases, and not the
-    citizen's phone number or openid (which would otherwise sit in Rasa's tracker store and logs)."""
-    return hashlib.sha256(f"{conv.channel}:{conv.sender_id}".encode()).hexdigest()[:24]
+    """Rasa's tracker key: stable per citizen and channel, and not the citizen's phone number or
+    openid (which would otherwise sit in Rasa's tracker store and logs). A keyed HMAC: an unsalted
+    hash of an 11-digit phone number is reversed by trying them all in seconds."""
+    return hmac.new(_tracker_key[0], f"{conv.channel}:{conv.sender_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def replies_without_text(attachments: list[dict[str, Any]]) -> list[Reply]:
@@ -509,6 +519,13 @@ class Router:
         decision = await self.limits.check(conv, text, self._profile(conv), standing)
         if decision.limited_text is not None:
             return await self._finish(conv, inbound, [Reply(decision.limited_text)], status="limited", delivered=delivered)
+        code = await followups.answer_code(self.sessions, self._profile(conv), conversation_id=conv.id, text=text,
+                                           sender_phone=self._sender_phone(conv), channel=conv.channel,
+                                           now=self.clock())
+        if code is not None:  # the reply to a one-time code this conversation is waiting for
+            self._code_queued(code)
+            return await self._finish(conv, inbound, [Reply(code.text, code.buttons)], status="done",
+                                      delivered=delivered)
         try:
             replies = await self._ask_bot(conv, inbound, text, delivered=delivered, warning=decision.warning)
             return replies
@@ -648,13 +665,25 @@ class Router:
     async def _follow_up(
         self, conv: Conversation, profile: Profile, action: payloads.Withdraw | payloads.Supplement
     ) -> followups.Answer:
-        """Withdraw or supplement one of the citizen's own orders."""
-        # On SMS the sender is the phone itself; elsewhere the citizen may give the registered phone.
-        phones = [action.phone, conv.sender_id if conv.channel == "sms" else None]
-        common = {"conversation_id": conv.id, "number": action.number, "phones": phones, "channel": conv.channel}
+        """Withdraw or supplement one of the citizen's own orders. An SMS sender's number is proven by
+        the channel; a phone typed anywhere only addresses a one-time code."""
+        common: dict[str, Any] = {"conversation_id": conv.id, "number": action.number, "phone": action.phone,
+                                  "sender_phone": self._sender_phone(conv), "channel": conv.channel,
+                                  "now": self.clock()}
         if isinstance(action, payloads.Withdraw):
-            return await followups.withdraw(self.sessions, profile, confirmed=action.confirmed, **common)
-        return await followups.supplement(self.sessions, profile, text=action.text, **common)
+            answer = await followups.withdraw(self.sessions, profile, confirmed=action.confirmed, **common)
+        else:
+            answer = await followups.supplement(self.sessions, profile, text=action.text, **common)
+        self._code_queued(answer)
+        return answer
+
+    @staticmethod
+    def _sender_phone(conv: Conversation) -> str | None:
+        return conv.sender_id if conv.channel == "sms" else None
+
+    def _code_queued(self, answer: followups.Answer) -> None:
+        if answer.queued and self.on_enqueued is not None:
+            self.on_enqueued()  # the one-time code SMS goes now, not at the next poll
 
     async def _finish(
         self,

@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 
 from channels.sms.models import SmsRecord
 from channels.wechat.models import WeChatToken
-from gateway.models import SenderLimit
+from gateway.models import ApiToken, SenderLimit
 from handoff.agents import Agent, AgentAudit
-from handoff.models import Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
+from handoff.models import FollowupCode, Revisit, SmsOptOut, Survey, WorkOrder, WorkOrderEvent
 from storage.base import Base
 from storage.conversations import Conversation, Message
 from storage.inbox import InboxKey
@@ -30,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 # Every mapped class, by owner; Alembic compares the database with their shared metadata.
 MODELS = (
     Conversation, Message, OutboxItem, InboxKey, Media,  # storage
-    SenderLimit,  # gateway
-    WorkOrder, WorkOrderEvent, Survey, SmsOptOut, Revisit, Agent, AgentAudit,  # handoff
+    SenderLimit, ApiToken,  # gateway
+    WorkOrder, WorkOrderEvent, FollowupCode, Survey, SmsOptOut, Revisit, Agent, AgentAudit,  # handoff
     SmsRecord, WeChatToken,  # channels
 )
 METADATA: MetaData = Base.metadata

@@ -103,6 +103,25 @@ class SmsOptOut(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class FollowupCode(Base):
+    """A one-time code sent by SMS to an order's registered phone: a citizen writing from another
+    channel or session proves the order is theirs before anything of it is shown or changed. The code
+    is kept hashed; `action` is what was asked (withdraw or supplement, with its words), done on proof.
+    Verified, it covers the orders of `contact_key` in this conversation for a while."""
+
+    __tablename__ = "followup_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey(Conversation.id), index=True)
+    contact_key: Mapped[str] = mapped_column(String(64), index=True)
+    code_hash: Mapped[str] = mapped_column(String(128))
+    action: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    verified_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
 class Revisit(Base):
     """A task for a person: phone the citizen (failed SMS, unsatisfied rating, no SMS survey possible)."""
 

@@ -140,6 +140,17 @@ class WithdrawalRules:
 
 
 @dataclass(frozen=True)
+class RetentionRules:
+    """How long what citizens sent is kept before `hotline retention run` anonymises or deletes it.
+    Work orders are the archive (归档) and are not touched."""
+
+    article: str
+    conversation_days: int  # chat messages: their text and attachments emptied, the sender pseudonymised
+    tracker_days: int  # Rasa's tracker events (slots hold phones and names): deleted
+    media_days: int  # pictures and voice notes (recordings): deleted
+
+
+@dataclass(frozen=True)
 class AbuseRules:
     """Flooding and abusive senders are limited for a time (济源 第三十三条); their messages are kept."""
 
@@ -205,6 +216,7 @@ class Profile:
     abuse: AbuseRules
     complex_limit_working_days: int | None
     complex_article: str | None
+    retention: RetentionRules
     # What to do with a reply WeChat will not deliver (48-hour window): "sms" to the contact phone,
     # and/or "marker" (shown when the citizen next writes). Empty: keep it for an agent.
     undeliverable_fallback: tuple[str, ...] = ("marker",)
@@ -393,6 +405,7 @@ def parse_profile(path: Path) -> Profile:
     if not 0 < similarity <= 1:
         raise ProfileError(path, "repeats.similarity", "must be in (0, 1]")
     withdrawal = _need(data, "withdrawal", dict, path)
+    retention = _need(data, "retention", dict, path)
     abuse = _need(data, "abuse", dict, path)
     complex_days = times.get("complex_limit_working_days")
     if complex_days is not None and (not isinstance(complex_days, int) or complex_days < 1):
@@ -458,6 +471,12 @@ def parse_profile(path: Path) -> Profile:
         ),
         complex_limit_working_days=complex_days,
         complex_article=times.get("complex_article"),
+        retention=RetentionRules(
+            article=_need(retention, "article", str, path, "retention"),
+            conversation_days=_need(retention, "conversation_days", int, path, "retention"),
+            tracker_days=_need(retention, "tracker_days", int, path, "retention"),
+            media_days=_need(retention, "media_days", int, path, "retention"),
+        ),
     )
 
 

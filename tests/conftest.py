@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import secrets
 import shutil
 import subprocess
 import time
@@ -24,13 +25,14 @@ from storage.db import make_engine, make_sessions
 from tests.wechat_api_server import SlowBot, WeChatAPIServer, api_server
 
 LOGS = ROOT / "var" / "test-logs"
+RASA_TOKEN = secrets.token_hex(16)  # Rasa's --auth-token for the run: its HTTP API is closed without it
 
 
 @pytest.fixture(scope="session")
 def rasa_url() -> Iterator[str]:
     """A real Rasa server and action server for the whole run (started once: ~1 minute)."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    with bot_servers(free_port(), free_port(), None, LOGS) as url:
+    with bot_servers(free_port(), free_port(), None, LOGS, RASA_TOKEN) as url:
         yield url
 
 
@@ -61,6 +63,7 @@ def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings
     values: dict[str, object] = {
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}",
         "rasa_url": rasa_url,
+        "rasa_token": RASA_TOKEN,
         "api_token": "test-token",
         "retry_interval_s": 3600.0,  # tests drive retries explicitly
         **overrides,

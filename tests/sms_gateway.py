@@ -27,7 +27,7 @@ from handoff.workorders import create_from_intake
 from profiles import Profile
 from storage.conversations import Message
 from tests.conftest import Clock, gateway_client, settings_for
-from tests.sms_provider_servers import ALIBABA_IDS, KEY_ID, KEY_SECRET, TENCENT_IDS, ProviderServer
+from tests.sms_provider_servers import ALIBABA_IDS, CALLBACK_TOKEN, KEY_ID, KEY_SECRET, TENCENT_IDS, ProviderServer
 
 AUTH = {"Authorization": "Bearer test-token"}
 MATTERS = [
@@ -159,7 +159,7 @@ async def sms_gateway(
         "sms_app_id": "1400006666", "sms_sign_name": "济源12345",
         **{f"sms_template_{kind_}": template_id for kind_, template_id in ids.items()},
         "survey_interval_s": 3600.0, "outbox_interval_s": 3600.0,
-        "ticket_callback_secret": "callback-secret", **overrides,
+        "ticket_callback_secret": "callback-secret", "sms_callback_token": CALLBACK_TOKEN, **overrides,
     }
     settings = settings_for(tmp_path, rasa_url or f"http://127.0.0.1:{free_port()}", **values)
     clock = clock or Clock(morning())

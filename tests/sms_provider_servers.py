@@ -40,6 +40,7 @@ APPROVED = {
 ALIBABA_IDS = {"reply": "SMS_100001", "survey": "SMS_100002", "notice": "SMS_100003", "ack": "SMS_100004",
                "code": "SMS_100005", "survey5": "SMS_100006"}
 TENCENT_IDS = {kind: code.removeprefix("SMS_") for kind, code in ALIBABA_IDS.items()}
+CALLBACK_TOKEN = "sms-callback-token"  # the gateway refuses SMS callbacks without one
 
 
 @dataclass
@@ -297,14 +298,14 @@ class TencentServer(ProviderServer):
 # --- what the providers push to the gateway ------------------------------------------------------
 
 
-async def alibaba_up(gateway: TestClient, phone: str, content: str, seq: int | str, token: str = "") -> Any:
+async def alibaba_up(gateway: TestClient, phone: str, content: str, seq: int | str, token: str = CALLBACK_TOKEN) -> Any:
     body = [{"phone_number": phone, "content": content, "send_time": "2026-12-01 10:00:00", "dest_code": "1234",
              "sequence_id": seq}]
     resp = await gateway.post(f"/sms/alibaba/up?token={token}", json=body)
     return resp.status, await resp.json()
 
 
-async def alibaba_report(gateway: TestClient, sent: Sent, success: bool = True, token: str = "") -> Any:
+async def alibaba_report(gateway: TestClient, sent: Sent, success: bool = True, token: str = CALLBACK_TOKEN) -> Any:
     body = [{"phone_number": sent.phone, "send_time": "2026-12-01 10:00:00", "report_time": "2026-12-01 10:00:05",
              "success": success, "err_code": "DELIVERED" if success else "MK:0001",
              "err_msg": "用户接收成功" if success else "空号", "sms_size": "1", "biz_id": sent.provider_id,
@@ -313,13 +314,13 @@ async def alibaba_report(gateway: TestClient, sent: Sent, success: bool = True, 
     return resp.status, await resp.json()
 
 
-async def tencent_reply(gateway: TestClient, phone: str, text: str, at: int, token: str = "") -> Any:
+async def tencent_reply(gateway: TestClient, phone: str, text: str, at: int, token: str = CALLBACK_TOKEN) -> Any:
     body = {"extend": "", "mobile": phone, "nationcode": "86", "sign": "12345热线", "text": text, "time": at}
     resp = await gateway.post(f"/sms/tencent/reply?token={token}", json=body)
     return resp.status, await resp.json()
 
 
-async def tencent_status(gateway: TestClient, sent: Sent, success: bool = True, token: str = "") -> Any:
+async def tencent_status(gateway: TestClient, sent: Sent, success: bool = True, token: str = CALLBACK_TOKEN) -> Any:
     body = [{"user_receive_time": "2026-12-01 10:00:05", "nationcode": "86", "mobile": sent.phone,
              "report_status": "SUCCESS" if success else "FAIL", "errmsg": "DELIVRD" if success else "MN:0001",
              "description": "用户短信送达成功" if success else "空号", "sid": sent.provider_id}]

@@ -25,7 +25,7 @@ from handoff.agents import AgentAudit
 from storage.base import utcnow
 from storage.conversations import Conversation, Message
 from storage.db import make_engine, make_sessions
-from tests.conftest import Chat, gateway_client, router_of, settings_for
+from tests.conftest import RASA_TOKEN, Chat, gateway_client, router_of, settings_for
 
 PASSWORD = "correct horse battery"
 
@@ -170,7 +170,7 @@ async def test_two_agents_claiming_at_once_on_two_replicas_get_one_winner(tmp_pa
 
 async def rasa_events(rasa_url: str, conv: Conversation) -> list[str]:
     async with aiohttp.ClientSession() as http, http.get(
-        f"{rasa_url}/conversations/{bot_sender(conv)}/tracker", params={"include_events": "ALL"}
+        f"{rasa_url}/conversations/{bot_sender(conv)}/tracker", params={"include_events": "ALL", "token": RASA_TOKEN}
     ) as resp:
         return [e["event"] for e in (await resp.json())["events"]]
 

@@ -16,6 +16,7 @@ from handoff.models import WorkOrder
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import load
 from storage.conversations import Conversation, Message
+from storage.outbox import OutboxItem
 from tests.conftest import Clock
 
 JIYUAN = load("jiyuan")
@@ -116,18 +117,18 @@ async def test_withdraw_by_number_only_for_own_orders(sessions) -> None:
     mine = await conversation(sessions, "mine")
     other = await conversation(sessions, "other")
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=mine, now=NOW)
-    refused = (await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[None],
+    refused = (await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phone=None, sender_phone=None,
                                        channel="web")).text
-    assert "没有在您名下" in refused
+    assert "验证码" in refused and "烧烤" not in refused
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.status == "created"
-    # From another channel, the registered phone proves it is theirs.
-    done = (await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[PHONE],
-                                    channel="sms")).text
+    # An SMS from the registered phone proves it is theirs.
+    done = (await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phone=None,
+                                    sender_phone=PHONE, channel="sms")).text
     assert "已为您撤回" in done
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.status == "withdrawn" and order.events[-1].status == "withdrawn"
-    again = (await followups.withdraw(sessions, JIYUAN, conversation_id=mine, number=None, phones=[None], channel="web")).text
+    again = (await followups.withdraw(sessions, JIYUAN, conversation_id=mine, number=None, phone=None, sender_phone=None, channel="web")).text
     assert "没有找到您正在办理中的工单" in again
 
 
@@ -136,10 +137,10 @@ async def test_withdraw_without_number_asks_which_when_several(sessions) -> None
     a = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
     b = await create_from_intake(sessions, intake("小区门口的井盖缺了一块，晚上很危险"), JIYUAN, channel="web",
                                  conversation_id=conv, now=NOW)
-    text = (await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web")).text
+    text = (await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phone=None, sender_phone=None, channel="web")).text
     assert a.number in text and b.number in text and "哪一个" in text
     await set_status(sessions, a.number, "closed")
-    text = (await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web")).text
+    text = (await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phone=None, sender_phone=None, channel="web")).text
     assert b.number in text and "已为您撤回" in text
 
 
@@ -147,7 +148,7 @@ async def test_supplement_keeps_the_clock_in_jiyuan_and_restarts_it_where_the_pr
     conv = await conversation(sessions)
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
     later = NOW + dt.timedelta(days=3)
-    text = (await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None],
+    text = (await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=None, phone=None, sender_phone=None,
                                       text="昨晚又吵到三点，还有人在店门口打架", channel="web", now=later)).text
     assert receipt.number in text and "重新计算" not in text
     order = await get_by_number(sessions, receipt.number)
@@ -159,7 +160,7 @@ async def test_supplement_keeps_the_clock_in_jiyuan_and_restarts_it_where_the_pr
         JIYUAN, withdrawal=dataclasses.replace(JIYUAN.withdrawal, supplement_restarts_clock=True)
     )
     text = (await followups.supplement(sessions, restarting, conversation_id=conv, number=receipt.number,
-                                      phones=[None], text="今天早上店主把垃圾倒在了绿化带里", channel="web", now=later)).text
+                                      phone=None, sender_phone=None, text="今天早上店主把垃圾倒在了绿化带里", channel="web", now=later)).text
     assert "重新计算" in text
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.due_at > receipt.due_at
@@ -170,7 +171,7 @@ async def test_supplement_to_a_closed_order_is_refused(sessions) -> None:
     conv = await conversation(sessions)
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
     await set_status(sessions, receipt.number, "closed")
-    text = (await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=receipt.number, phones=[None],
+    text = (await followups.supplement(sessions, JIYUAN, conversation_id=conv, number=receipt.number, phone=None, sender_phone=None,
                                       text="还有新情况", channel="web")).text
     assert "不能再补充" in text
 
@@ -210,14 +211,100 @@ async def test_withdrawal_is_confirmed_first(sessions) -> None:
     """A withdrawal cannot be undone: the citizen sees the order and confirms with its button."""
     conv = await conversation(sessions)
     receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=conv, now=NOW)
-    ask = await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phones=[None], channel="web",
+    ask = await followups.withdraw(sessions, JIYUAN, conversation_id=conv, number=None, phone=None, sender_phone=None, channel="web",
                                    confirmed=False)
     assert receipt.number in ask.text and "烧烤店" in ask.text
     assert ask.buttons[0]["payload"] == f'/confirm_withdraw{{"order_number": "{receipt.number}"}}'
     order = await get_by_number(sessions, receipt.number)
     assert order is not None and order.status == "created"
-    # Shown by phone from another conversation: the phone travels with the confirmation button.
-    other = await conversation(sessions, "sms-sender", channel="sms")
-    ask = await followups.withdraw(sessions, JIYUAN, conversation_id=other, number=receipt.number, phones=[PHONE],
-                                   channel="sms", confirmed=False)
-    assert '"owner_phone": "13800001234"' in ask.buttons[0]["payload"]
+
+
+async def sent_codes(sessions, phone: str = PHONE) -> list[str]:  # noqa: ANN001
+    """The one-time codes in the SMS outbox for `phone`, oldest first: each in the verification-code
+    template's variable and in its plain text."""
+    async with sessions() as session:
+        items = (await session.scalars(select(OutboxItem).where(
+            OutboxItem.channel == "sms", OutboxItem.recipient == phone).order_by(OutboxItem.id))).all()
+    assert all(i.body["kind"] == "code" and i.body["vars"]["code"] in i.body["text"] for i in items)
+    return [i.body["vars"]["code"] for i in items]
+
+
+async def test_a_typed_phone_proves_nothing_and_shows_nothing_until_the_code(sessions) -> None:
+    """#14: a new sender typed the registered phone and saw a confidential order's number and content."""
+    mine = await conversation(sessions, "mine")
+    receipt = await create_from_intake(sessions, intake(confidential=True), JIYUAN, channel="web",
+                                       conversation_id=mine, now=NOW)
+    stranger = await conversation(sessions, "stranger")
+    ask = await followups.withdraw(sessions, JIYUAN, conversation_id=stranger, number=None, phone=PHONE,
+                                   sender_phone=None, channel="web", confirmed=False, now=NOW)
+    assert receipt.number not in ask.text and "烧烤" not in ask.text and not ask.buttons
+    assert "验证码" in ask.text and ask.queued
+    [code] = await sent_codes(sessions)
+    # The text a stranger gets is the same when no order has that phone, and no SMS goes anywhere.
+    nobody = await followups.withdraw(sessions, JIYUAN, conversation_id=stranger, number=None, phone="13700009999",
+                                      sender_phone=None, channel="web", confirmed=False, now=NOW)
+    assert nobody.text == ask.text and not nobody.queued and await sent_codes(sessions, "13700009999") == []
+    # A forged confirmation with a phone (the old button carried one) withdraws nothing.
+    forged = await followups.withdraw(sessions, JIYUAN, conversation_id=stranger, number=receipt.number,
+                                      phone="13900001111", sender_phone=None, channel="web", confirmed=True, now=NOW)
+    assert "没有在您本次会话中找到" in forged.text and "烧烤" not in forged.text
+    order = await get_by_number(sessions, receipt.number)
+    assert order is not None and order.status == "created"
+
+    wrong = "000000" if code != "000000" else "111111"
+    miss = await followups.answer_code(sessions, JIYUAN, conversation_id=stranger, text=wrong, sender_phone=None,
+                                       channel="web", now=NOW)
+    assert miss is not None and "不正确" in miss.text and receipt.number not in miss.text
+    # The right code, written with full-width digits, does what was asked: the confirmation question.
+    right = code.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    shown = await followups.answer_code(sessions, JIYUAN, conversation_id=stranger, text=f"验证码{right}",
+                                        sender_phone=None, channel="web", now=NOW)
+    assert shown is not None and receipt.number in shown.text and shown.buttons
+    done = await followups.withdraw(sessions, JIYUAN, conversation_id=stranger, number=receipt.number, phone=None,
+                                    sender_phone=None, channel="web", confirmed=True, now=NOW)
+    assert "已为您撤回" in done.text
+    # The code is used up; later six digits go to the bot.
+    assert await followups.answer_code(sessions, JIYUAN, conversation_id=stranger, text=code, sender_phone=None,
+                                       channel="web", now=NOW) is None
+
+
+async def test_a_supplement_by_typed_phone_waits_for_the_code(sessions) -> None:
+    await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=None, now=NOW)
+    stranger = await conversation(sessions, "stranger")
+    ask = await followups.supplement(sessions, JIYUAN, conversation_id=stranger, number=None, phone=PHONE,
+                                     sender_phone=None, text="店主今天又把桌子摆到了人行道上", channel="web", now=NOW)
+    assert "验证码" in ask.text
+    async with sessions() as session:
+        order = await session.scalar(select(WorkOrder))
+    assert order is not None and order.supplements == []
+    [code] = await sent_codes(sessions)
+    added = await followups.answer_code(sessions, JIYUAN, conversation_id=stranger, text=code, sender_phone=None,
+                                        channel="web", now=NOW)
+    assert added is not None and order.number in added.text and "已将您补充的情况" in added.text
+    order = await get_by_number(sessions, order.number or "")
+    assert order is not None and order.supplements[-1]["text"] == "店主今天又把桌子摆到了人行道上"
+
+
+async def test_codes_are_limited_in_tries_time_and_number(sessions) -> None:
+    receipt = await create_from_intake(sessions, intake(), JIYUAN, channel="web", conversation_id=None, now=NOW)
+    stranger = await conversation(sessions, "stranger")
+    common = {"conversation_id": stranger, "sender_phone": None, "channel": "web"}
+    await followups.withdraw(sessions, JIYUAN, number=receipt.number, phone=None, confirmed=False, now=NOW, **common)
+    [code] = await sent_codes(sessions)
+    wrong = "000000" if code != "000000" else "111111"
+    answers = [await followups.answer_code(sessions, JIYUAN, text=wrong, now=NOW, **common)
+               for _ in range(followups.CODE_TRIES)]
+    assert answers[-1] is not None and "已失效" in answers[-1].text
+    assert await followups.answer_code(sessions, JIYUAN, text=code, now=NOW, **common) is None  # void
+    # A new code expires after its minutes.
+    await followups.withdraw(sessions, JIYUAN, number=receipt.number, phone=None, confirmed=False, now=NOW, **common)
+    late = NOW + dt.timedelta(minutes=followups.CODE_MINUTES, seconds=1)
+    assert await followups.answer_code(sessions, JIYUAN, text=(await sent_codes(sessions))[-1], now=late,
+                                       **common) is None
+    # No more than CODES_PER_DAY SMS to one phone, however often a stranger asks.
+    for _ in range(5):
+        await followups.withdraw(sessions, JIYUAN, number=receipt.number, phone=None, confirmed=False, now=late,
+                                 **common)
+    assert len(await sent_codes(sessions)) == followups.CODES_PER_DAY
+    order = await get_by_number(sessions, receipt.number)
+    assert order is not None and order.status == "created"

@@ -15,6 +15,7 @@ from gateway.bot_client import RasaClient
 from gateway.cli import REAL_DEV
 from gateway.config import ROOT
 from profiles import load
+from tests.conftest import RASA_TOKEN
 
 JIYUAN = load("jiyuan")
 # CI's floor on the real letters; the target the bot is tuned to is 0.97.
@@ -24,7 +25,7 @@ MIN_ACCEPTED = 0.95
 def run(items: list[tuple[str, str]], rasa_url: str) -> list[Outcome]:
     async def go() -> list[Outcome]:
         async with aiohttp.ClientSession() as http:
-            return await classify(items, RasaClient(rasa_url, http).parse, JIYUAN)
+            return await classify(items, RasaClient(rasa_url, http, token=RASA_TOKEN).parse, JIYUAN)
 
     return asyncio.run(go())
 

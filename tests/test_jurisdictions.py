@@ -24,6 +24,7 @@ from gateway.bot_client import RasaClient
 from handoff import lifecycle
 from handoff.workorders import create_from_intake, get_by_number
 from profiles import ProfileError, available, load, parse_profile
+from tests.conftest import RASA_TOKEN
 
 PROFILES = ("jiyuan", "zhijiang", "haojiang", "guilin", "neimenggu")
 CASES = Path(__file__).parent / "data" / "profile_cases"
@@ -277,7 +278,7 @@ def classified(rasa_url: str) -> dict[str, list[tuple[dict[str, Any], dict[str, 
     async def run() -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
         out: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
         async with aiohttp.ClientSession() as http:
-            client = RasaClient(rasa_url, http)
+            client = RasaClient(rasa_url, http, token=RASA_TOKEN)
             for name in PROFILES:
                 profile = load(name)
                 table = cases(name)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from handoff.models import WorkOrder
 from storage.conversations import Message
+from storage.outbox import OutboxItem
 from tests.conftest import Chat, gateway_client, router_of, settings_for
 
 pytestmark = pytest.mark.rasa
@@ -163,12 +164,45 @@ async def test_someone_elses_order_cannot_be_withdrawn(gateway) -> None:
     number = await make_order(new_chat(gateway))
     stranger = new_chat(gateway)
     reply = Chat.text(await stranger.say(f"把工单{number}撤销掉"))
-    assert "没有在您名下" in reply, reply
-    # Typing the confirmation payload by hand does not help either.
-    forged = Chat.text(await stranger.say(f'/confirm_withdraw{{"order_number": "{number}"}}'))
-    assert "没有在您名下" in forged, forged
+    assert "验证码" in reply and "烧烤" not in reply, reply
+    # Typing the confirmation payload by hand does not help either, with or without a phone.
+    for forged in (f'/confirm_withdraw{{"order_number": "{number}"}}',
+                   f'/confirm_withdraw{{"order_number": "{number}", "owner_phone": "13800004444"}}'):
+        text = Chat.text(await stranger.say(forged))
+        assert "已为您撤回" not in text and "烧烤" not in text, text
     [order] = await orders(gateway)
     assert order.status == "created"
+
+
+async def test_a_typed_phone_from_a_new_web_sender_proves_nothing(gateway) -> None:
+    """#14: "我要撤回我的投诉，登记的电话是138…" from a new sender showed the order and withdrew it. Now a
+    code goes by SMS to the registered phone; the order is shown only after the code comes back."""
+    number = await make_order(new_chat(gateway))
+    stranger = new_chat(gateway)
+    reply = Chat.text(await stranger.say("我要撤回我的投诉，登记的电话是13800004444"))
+    assert "验证码" in reply and number not in reply and "烧烤" not in reply, reply
+    async with router_of(gateway).sessions() as session:
+        [sms] = (await session.scalars(select(OutboxItem).where(OutboxItem.channel == "sms"))).all()
+    assert sms.recipient == "13800004444"
+    code = re.search(r"验证码是(\d{6})", sms.body["text"])
+    assert code, sms.body
+    ask = await stranger.say(code.group(1))
+    assert "您要撤回工单" in Chat.text(ask) and number in Chat.text(ask), ask
+    confirm = next(b for b in ask[-1]["buttons"] if b["title"] == "确认撤回")
+    assert "已为您撤回" in Chat.text(await stranger.say(confirm["payload"]))
+    [order] = await orders(gateway)
+    assert order.status == "withdrawn"
+
+
+async def test_a_supplement_from_a_new_sender_waits_for_the_code(gateway) -> None:
+    """#14: a supplement was appended to someone else's order on a typed phone number."""
+    number = await make_order(new_chat(gateway))
+    stranger = new_chat(gateway)
+    reply = Chat.text(await stranger.say(
+        f"补充一下工单{number}的情况：那家烧烤店昨晚又营业到凌晨三点，登记电话13800004444"))
+    assert "验证码" in reply and "烧烤店每天" not in reply, reply
+    [order] = await orders(gateway)
+    assert order.supplements == []
 
 
 async def test_abusive_sender_is_limited_and_their_messages_kept(gateway) -> None:

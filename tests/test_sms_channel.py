@@ -80,6 +80,40 @@ async def test_callbacks_check_token_shape_and_size(ali_gw: tuple[SmsGateway, Al
     assert resp.status == 200
 
 
+async def test_callbacks_refuse_deep_json_and_lone_surrogates(ali_gw: tuple[SmsGateway, AlibabaServer]) -> None:
+    """#14: these gave 503 (a provider retries a 503 for ever); they are the sender's error."""
+    gw, _ = ali_gw
+    up = '[{"phone_number": "%s", "content": "\\ud800路灯坏了", "send_time": "2026-12-01 10:00:00", "sequence_id": 9}]'
+    for raw, error in ((b"[" * 5_000 + b"]" * 5_000, "nested too deeply"),
+                       ((up % PHONE).encode(), "lone surrogate")):
+        resp = await gw.client.post("/sms/alibaba/up?token=s3cret", data=raw)
+        assert resp.status == 400 and error in (await resp.json())["error"]
+        order = await gw.order()
+        resp = await gw.client.post(f"/api/tickets/{order.number}/events", data=raw.replace(b"phone_number", b"note"),
+                                    headers={"Authorization": "Bearer test-token"})
+        assert resp.status == 400, await resp.text()
+    async with gw.surveys.sessions() as session:
+        assert (await session.scalars(select(Message).where(Message.direction == "in"))).all() == []
+
+
+async def test_callbacks_without_a_configured_token_take_nothing(tmp_path: Path) -> None:
+    """#14: with no token set, a forged SmsUp answered a survey and closed the order. Now nothing is taken."""
+    server = await AlibabaServer().start()
+    try:
+        async with sms_gateway(tmp_path, server, sms_callback_token="") as gw:
+            order = await gw.order(PHONE)
+            await gw.replied(order.number or "")
+            await gw.tick()
+            for token in ("", "anything"):
+                status, body = await alibaba_up(gw.client, PHONE, "1", f"forged-{token}", token=token)
+                assert status == 503 and "HOTLINE_SMS_CALLBACK_TOKEN" in body["error"]
+            assert (await gw.survey(order.number or "")).rating is None
+            async with gw.surveys.sessions() as session:
+                assert (await session.scalars(select(Message).where(Message.direction == "in"))).all() == []
+    finally:
+        await server.close()
+
+
 async def test_sms_intake_goes_to_the_bot_and_answers_by_sms(
     ali_gw: tuple[SmsGateway, AlibabaServer], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from gateway.router import bot_sender
 from handoff.models import WorkOrder
 from storage.conversations import Conversation
-from tests.conftest import Chat, router_of
+from tests.conftest import RASA_TOKEN, Chat, router_of
 
 pytestmark = pytest.mark.rasa
 
@@ -28,7 +28,8 @@ async def order_count(gateway) -> int:  # noqa: ANN001
 async def user_events(rasa_url: str, sender: str) -> list[dict]:
     """What Rasa took each citizen turn to be (its tracker, through its HTTP API)."""
     key = bot_sender(Conversation(channel="web", sender_id=sender))
-    async with aiohttp.ClientSession() as http, http.get(f"{rasa_url}/conversations/{key}/tracker") as resp:
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{rasa_url}/conversations/{key}/tracker", params={"token": RASA_TOKEN}) as resp:
         assert resp.status == 200
         return [e for e in (await resp.json())["events"] if e["event"] == "user"]
 

@@ -205,6 +205,11 @@ async def test_in_process_claims_expire() -> None:
     assert await coordinator.claim("short", 0) and await coordinator.claim("long", 3600)
     assert await coordinator.claim("short", 3600)  # expired: taken again
     assert not await coordinator.claim("long", 3600)
+    # Mixed lifetimes: ids of a short TTL leave memory as they expire, the long ones stay.
+    for i in range(1000):
+        await coordinator.claim(f"brief:{i}", 0)
+    await coordinator.claim("after", 3600)
+    assert len(coordinator._claims) == 3 and not await coordinator.seen("brief:999")
     assert await coordinator.claim_value("nonce", "a", 3600) == "a"
     assert await coordinator.claim_value("nonce", "b", 3600) == "a"
 
@@ -247,3 +252,33 @@ async def test_two_gateways_sharing_redis_process_a_retry_once(tmp_path, rasa_ur
         r2 = await (await two.post(URL, json=body)).json()
         assert r1 == r2 and r1
         assert len(await stored_inbound(one)) == 1
+
+
+async def test_websocket_opens_only_from_allowed_origins(tmp_path) -> None:  # noqa: ANN001
+    """#14: /ws accepted any Origin, so any site could talk to the chat as a citizen's browser."""
+    settings = settings_for(tmp_path, "http://127.0.0.1:9", web_origins="https://12345.example.gov.cn")
+    async with gateway_client(settings, background=False) as client:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws?sender=o1", headers={"Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        own = f"http://{client.server.host}:{client.server.port}"
+        for origin in (own, "https://12345.example.gov.cn"):
+            ws = await client.ws_connect("/ws?sender=o1", headers={"Origin": origin})
+            await ws.close()
+
+
+async def test_rotating_sender_ids_do_not_get_around_the_address_limit(tmp_path) -> None:  # noqa: ANN001
+    settings = settings_for(tmp_path, "http://127.0.0.1:9", web_address_per_minute=3)
+    async with gateway_client(settings, background=False) as client:
+        statuses = []
+        for i in range(4):
+            resp = await client.post(URL, json={"sender": f"rot-{i}", "message": f"第{i}条", "message_id": f"m{i}"})
+            statuses.append(resp.status)
+        assert statuses == [200, 200, 200, 429] and resp.headers["Retry-After"] == "60"
+        assert "没有保存" in (await resp.json())["error"]
+        assert sorted(m.text for m in await stored_inbound(client)) == ["第0条", "第1条", "第2条"]
+        ws = await client.ws_connect("/ws?sender=rot-ws")
+        await ws.send_json({"text": "第4条", "message_id": "m4"})
+        answer = await asyncio.wait_for(ws.receive_json(), 10)
+        assert answer["type"] == "error" and answer["retry_after"] == 60
+        await ws.close()

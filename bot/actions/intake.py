@@ -557,7 +557,8 @@ class ActionWithdraw(Action):
         entities = {e.get("entity"): e.get("value") for e in message.get("entities") or []}
         confirmed = (message.get("intent") or {}).get("name") == "confirm_withdraw"
         number = entities.get("order_number") if confirmed else facts.extract_order_number(text)
-        phone = entities.get("owner_phone") if confirmed else facts.extract_phone(text)
+        # A phone only addresses the gateway's one-time code; it proves nothing, least of all at a confirmation.
+        phone = None if confirmed else facts.extract_phone(text)
         withdraw: WithdrawFields = {"number": number, "phone": phone, "confirmed": confirmed}
         dispatcher.utter_message(json_message={"withdraw": withdraw})
         return []

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -38,7 +37,7 @@ from common import buttons
 from common import sms as kinds
 from common.messages import InboundMessage, Reply
 from gateway.config import Settings
-from gateway.http import json_error_exception, read_limited
+from gateway.http import BadJson, json_error_exception, load_json, read_limited
 from gateway.logs import redact
 from storage.base import utcnow
 from storage.inbox import InboxKey
@@ -254,8 +253,8 @@ class SmsChannel:
         self.provider = make_provider(settings)
         self._sender = SmsSender(context.sessions, self.provider, self.policy, templates,
                                  max_attempts=context.outbox_max_attempts)
-        if not settings.sms_callback_token and settings.sms_provider != "log":
-            log.warning("HOTLINE_SMS_CALLBACK_TOKEN is not set: anyone can post to the SMS callback URLs")
+        if not settings.sms_callback_token:
+            log.warning("HOTLINE_SMS_CALLBACK_TOKEN is not set: the SMS callback URLs refuse every post")
 
     async def stop(self) -> None:
         if self.provider is not None:
@@ -342,15 +341,20 @@ class SmsChannel:
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _read_json(self, request: web.Request) -> Any:
-        """Token check, size limit, UTF-8 JSON; raises web.HTTPException subclasses with JSON bodies."""
+        """Token check, size limit, UTF-8 JSON; raises web.HTTPException subclasses with JSON bodies.
+        Neither provider signs its callbacks, so without a token nothing is taken: a forged uplink
+        could otherwise answer a survey, withdraw an order or opt a citizen out."""
         token = self.settings.sms_callback_token
-        if token and not hmac.compare_digest(request.query.get("token", "").encode(), token.encode()):
+        if not token:
+            raise json_error_exception(web.HTTPServiceUnavailable,
+                                       "SMS callbacks are closed until HOTLINE_SMS_CALLBACK_TOKEN is set")
+        if not hmac.compare_digest(request.query.get("token", "").encode(), token.encode()):
             raise json_error_exception(web.HTTPForbidden, "wrong or missing token")
         raw = await read_limited(request, self.settings.max_body_bytes)
         try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise json_error_exception(web.HTTPBadRequest, f"body is not valid UTF-8 JSON: {exc}") from exc
+            return load_json(raw)
+        except BadJson as exc:
+            raise json_error_exception(web.HTTPBadRequest, str(exc)) from exc
 
     def _uplinks(self, provider: str, parse: Parse, ack: dict[str, Any]) -> Handler:
         """A provider's uplink callback: each citizen SMS in the push goes to `uplink`."""

@@ -26,6 +26,7 @@ from wechatpy.utils import WeChatSigner
 
 from channels.wechat.config import WeChatApp
 from common.messages import InboundMessage
+from gateway.http import BadJson, load_json
 
 OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 GREETING_TEXT = "你好"  # what the bot is told when a citizen opens the chat: it answers with its greeting
@@ -102,9 +103,9 @@ def parse_xml(raw: bytes) -> dict[str, Any]:
 
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadPush(f"body is not valid UTF-8 JSON: {exc}") from exc
+        data = load_json(raw)
+    except BadJson as exc:
+        raise BadPush(str(exc)) from exc
     if not isinstance(data, dict):
         raise BadPush("JSON body must be an object")
     # XML carries every value as text; JSON's numbers (MsgId is 64-bit) become the same strings.
