@@ -10,13 +10,22 @@ only, and Rasa's memory stays bounded under a burst.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import aiohttp
 
+from storage.conversations import Conversation
+
 
 class BotUnavailable(RuntimeError):
     """Rasa did not answer; the message is kept and retried, the citizen gets an apology."""
+
+
+def bot_sender(conv: Conversation) -> str:
+    """Rasa's tracker key: stable per citizen and channel, unique across databases, and not the
+    citizen's phone number or openid (which would otherwise sit in Rasa's tracker store and logs)."""
+    return hashlib.sha256(f"{conv.channel}:{conv.sender_id}".encode()).hexdigest()[:24]
 
 
 class RasaClient:

@@ -53,6 +53,9 @@ class Settings:
     wechat_max_skew_s: int = 300
     console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
     console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
+    # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For the console's
+    # login lockout believes; from anyone else the header is ignored (it could be forged).
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,4 +95,5 @@ class Settings:
             wechat_max_skew_s=_int("HOTLINE_WECHAT_MAX_SKEW_S", cls.wechat_max_skew_s),
             console_secret=os.environ.get("HOTLINE_CONSOLE_SECRET", cls.console_secret),
             console_secure_cookie=os.environ.get("HOTLINE_CONSOLE_SECURE_COOKIE", "") in ("1", "true", "yes"),
+            trusted_proxies=os.environ.get("HOTLINE_TRUSTED_PROXIES", cls.trusted_proxies),
         )
