@@ -41,7 +41,7 @@ from gateway.bot_client import BotUnavailable, RasaClient, bot_sender
 from gateway.http import json_error, read_limited
 from gateway.metrics import Metrics
 from gateway.router import Notify
-from gateway.waiting import Waiting
+from gateway.waiting import Waiting, contact_phone
 from handoff import agents
 from handoff.agents import Agent
 from handoff.workorders import IntakeError, create_from_intake
@@ -211,7 +211,7 @@ class Console:
             raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
         if write and not hmac.compare_digest(str(session.get("csrf", "")), request.headers.get("X-CSRF-Token", "")):
             raise web.HTTPForbidden(text='{"error": "bad or missing CSRF token"}', content_type="application/json")
-        await agents.seen(self.sessions, agent, utcnow())
+        await agents.seen(self.sessions, agent, self.waiting.clock())
         return agent
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
@@ -288,7 +288,8 @@ class Console:
             agents.audit(session, agent, "read", conversation_id=conv_id)
             await session.commit()
         assert self._bot is not None
-        facts = await self._bot.slots(bot_sender(conv))
+        slots = await self._bot.slots(bot_sender(conv))
+        facts = {**slots, "phone": contact_phone(conv, slots)}
         messages = [{"author": _author(m), "text": m.text, "at": m.created_at.isoformat()} for m in rows]
         return web.json_response({"conversation_id": conv.id, "channel": conv.channel, "state": conv.state,
                                   "yours": conv.state == "with_agent" and conv.agent_id == agent.id,
@@ -370,7 +371,7 @@ class Console:
         edited = data.get("facts") if isinstance(data.get("facts"), dict) else {}
         facts = {k: str(v) for k, v in edited.items() if k in FACT_SLOTS and v not in (None, "")}
         if "*" in facts.get("phone", "*"):  # the masked number shown: keep the one the bot collected
-            facts["phone"] = slots.get("phone") or (conv.sender_id if conv.channel == "sms" else None)
+            facts["phone"] = contact_phone(conv, slots)
         hold = await agents.current_hold(self.sessions, conv.id)
         intake: dict[str, Any] = {
             **{k: slots.get(k) for k in ("urgent_rule", "confidential", "anonymous", "id_number")},
@@ -404,8 +405,7 @@ class Console:
         if conv is None:
             return json_error(409, "您未接入该对话")
         assert self._bot is not None
-        number = (await self._bot.slots(bot_sender(conv))).get("phone") or (
-            conv.sender_id if conv.channel == "sms" else None)
+        number = contact_phone(conv, await self._bot.slots(bot_sender(conv)))
         await agents.reveal(self.sessions, agent, conv_id)
         return web.json_response({"phone": number})
 
@@ -505,4 +505,4 @@ def _knowledge(profile: Profile) -> list[dict[str, Any]]:
 def _read_knowledge(path: str) -> list[dict[str, Any]]:
     entries = yaml.safe_load(Path(path).read_text(encoding="utf-8")).get("entries") or []
     return [{"id": e["id"], "question": e["question"], "answer": citizen_text(str(e["answer"])),
-             "keywords": tuple(e.get("keywords") or ())} for e in entries]
+             "keywords": tuple(str(k) for k in e.get("keywords") or ())} for e in entries]

@@ -54,10 +54,10 @@ async def overview(sessions: async_sessionmaker[AsyncSession], waiting: Waiting,
 
 
 async def _period(session: AsyncSession, profile: Profile, since: dt.datetime, now: dt.datetime) -> dict[str, Any]:
-    channels = dict((await session.execute(
+    channels: dict[str, int] = dict((await session.execute(
         select(Conversation.channel, func.count()).where(Conversation.profile == profile.id,
                                                          Conversation.created_at >= since)
-        .group_by(Conversation.channel))).tuples().all())
+        .group_by(Conversation.channel))).all())
     orders = (await session.scalars(select(WorkOrder).where(
         WorkOrder.profile == profile.id, WorkOrder.created_at >= since))).all()
     firsts = await _first_events(session, [o.id for o in orders])
@@ -98,7 +98,7 @@ async def _first_events(session: AsyncSession, order_ids: list[int]) -> dict[tup
         .where(WorkOrderEvent.work_order_id.in_(order_ids), WorkOrderEvent.status.in_(RESPONDED + RESOLVED))
         .group_by(WorkOrderEvent.work_order_id, WorkOrderEvent.status))
     firsts: dict[tuple[int, str], dt.datetime] = {}
-    for order_id, status, at in rows.tuples():
+    for order_id, status, at in rows:
         key = (order_id, "respond" if status in RESPONDED else "resolve")
         firsts[key] = min(firsts.get(key, at), at)
     return firsts
@@ -124,7 +124,7 @@ async def _daily(session: AsyncSession, profile: Profile, since: dt.datetime) ->
     per_channel: dict[str, list[int]] = {}
     for channel, created in (await session.execute(
             select(Conversation.channel, Conversation.created_at)
-            .where(Conversation.profile == profile.id, Conversation.created_at >= since))).tuples():
+            .where(Conversation.profile == profile.id, Conversation.created_at >= since))):
         series = per_channel.setdefault(channel, [0] * DAYS)
         series[(created.astimezone(CHINA_TZ).date() - since.date()).days] += 1
     orders = [0] * DAYS

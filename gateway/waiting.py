@@ -74,6 +74,11 @@ def trigger(profile: Profile, text: str, replies: Sequence[Reply], earlier: Sequ
     return None
 
 
+def contact_phone(conv: Conversation, slots: dict[str, Any]) -> str | None:
+    """The number the bot collected; an SMS citizen's is the sender's (the bot never asks them)."""
+    return slots.get("phone") or (conv.sender_id if conv.channel == "sms" else None)
+
+
 @dataclass(frozen=True)
 class Callback:
     number: str
@@ -148,7 +153,7 @@ class Waiting:
             self.metrics.wait_seconds.observe(max(0.0, (now - since).total_seconds()))
         profile = self.profile_of(conv)
         facts = await self.bot.slots(bot_sender(conv))
-        phone = facts.get("phone") or (conv.sender_id if conv.channel == "sms" else None)
+        phone = contact_phone(conv, facts)
         kind = facts.get("category") if facts.get("category") in profile.categories else "help"
         intake: dict[str, Any] = {
             "intake_id": f"callback-{conv.id}-{int(since.timestamp()) if since else 0}",
