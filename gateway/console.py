@@ -88,7 +88,8 @@ class Console(DeskActions):
 
     async def fan_out_through(self, redis_url: str | None) -> None:
         """With Redis, a citizen's message taken in by one replica reaches the agent's console on any
-        replica (pub/sub: live delivery only; the transcript read is the record). Without, in process."""
+        replica, and an agent's line the citizen's page on any replica (pub/sub: live delivery only;
+        the transcript and the REST answer are the record). Without, in process."""
         if redis_url:
             self._redis = aioredis.from_url(redis_url)
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -108,7 +109,11 @@ class Console(DeskActions):
             try:
                 async for message in pubsub.listen():
                     data = json.loads(message["data"])
-                    await self._deliver(int(data["agent_id"]), data["frame"])
+                    if "push" in data:  # an agent's line for a citizen whose page may be open here
+                        push = data["push"]
+                        await self._push_here(push["channel"], push["sender_id"], push["text"], int(push["message_id"]))
+                    else:
+                        await self._deliver(int(data["agent_id"]), data["frame"])
             except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
                 log.warning("console fan-out: %s; listening again", type(exc).__name__)
                 await asyncio.sleep(1)
@@ -178,11 +183,22 @@ class Console(DeskActions):
             await session.commit()
         if via_outbox:
             self._wake()
-        elif self._notify is not None and await self._notify(conv.channel, conv.sender_id, [Reply(text)]):
-            async with self.sessions() as session:
-                await session.execute(update(Message).where(Message.id == out_id, Message.status == "queued")
-                                      .values(status="delivered"))
-                await session.commit()
+        elif not await self._push_here(conv.channel, conv.sender_id, text, out_id) and self._redis is not None:
+            push = {"channel": conv.channel, "sender_id": conv.sender_id, "text": text, "message_id": out_id}
+            try:  # the citizen's page may be open on another replica; if on none, the next REST answer has it
+                await self._redis.publish(FANOUT, json.dumps({"push": push}))
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("conversation %s: agent message fan-out failed: %s", conv.id, type(exc).__name__)
+
+    async def _push_here(self, channel: str, sender_id: str, text: str, out_id: int) -> bool:
+        """To the citizen's page if it is open on this replica; then the message is delivered."""
+        if self._notify is None or not await self._notify(channel, sender_id, [Reply(text)]):
+            return False
+        async with self.sessions() as session:
+            await session.execute(update(Message).where(Message.id == out_id, Message.status == "queued")
+                                  .values(status="delivered"))
+            await session.commit()
+        return True
 
     async def _tell_bot(self, conv: Conversation, event: str) -> None:
         """Rasa's tracker says who answered (paused while a person holds it); a bot outage must not

@@ -17,7 +17,7 @@ from gateway.botproc import free_port
 from gateway.router import RESENT_PREFIX
 from handoff import agents
 from storage.base import utcnow
-from storage.conversations import Conversation
+from storage.conversations import Conversation, Message
 from storage.outbox import OutboxItem
 from tests.conftest import gateway_client, router_of, settings_for
 from tests.sms_gateway import sms_gateway
@@ -122,3 +122,21 @@ async def test_an_agent_talks_to_an_sms_citizen(tmp_path: Path) -> None:
             await ws.close()
     finally:
         await provider.close()
+
+
+async def test_an_agents_line_reaches_a_web_page_open_on_another_replica_through_redis(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The citizen's page is on one replica, the agent's console on the other (no sticky sessions)."""
+    settings = settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", redis_url=redis_url,
+                            console_secret="shared-secret")
+    async with gateway_client(settings, background=False) as page_side, \
+            gateway_client(settings, background=False) as agent_side:
+        async with page_side.ws_connect("/ws", params={"sender": "two-replicas"}) as page:
+            headers, url = await agent_desk(agent_side, "two-replicas", "web")
+            assert (await page.receive_json(timeout=5))["text"] == "人工客服已接入，请直接说明您的问题。"
+            await agent_side.post(f"{url}/messages", json={"text": "您好，请讲。"}, headers=headers)
+            assert (await page.receive_json(timeout=5))["text"] == "您好，请讲。"
+        async with router_of(page_side).sessions() as session:
+            statuses = set(await session.scalars(select(Message.status).where(Message.direction == "out")))
+        assert statuses == {"delivered"}  # not kept for a later REST answer
