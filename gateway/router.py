@@ -565,7 +565,9 @@ class Router:
             replies += await self._act(conv, payload)
         if conv.state == "bot":  # the bot's own reasons for a person: failed twice, an angry or stuck citizen
             why = waiting.trigger(self._profile(conv), text, replies, await self.waiting.earlier_messages(conv, inbound))
-            if why is not None and await self._set_state(conv, "bot", "waiting"):
+            # Only when a person can answer now: a callback order is for citizens who asked for one.
+            if (why is not None and await self.waiting.closed_reason(self._profile(conv), self.clock()) is None
+                    and await self._set_state(conv, "bot", "waiting")):
                 log.info("conversation %s: handed to a person (%s)", conv.id, why)
                 replies += [Reply(waiting.TRIGGER_TEXT), *await self.waiting.entered(conv)]
         return await self._finish(
