@@ -245,12 +245,13 @@ async def test_the_real_bot_hands_an_angry_citizen_to_a_person_and_without_agent
         order = await session.scalar(select(WorkOrder))
     assert order is not None and order.number in alone and order.facts["callback"] == "nobody"
     assert [line["text"] for line in order.transcript][:1] == ["转人工"]  # the transcript goes with it
-    unheard = Chat.text(await Chat(gateway, "angry-at-night").say("你们这个破机器人根本听不懂人话"))
+    angry_words = "路灯坏了我都说了好几遍了，气死我了"  # a complaint to the bot, not a request for a person
+    unheard = Chat.text(await Chat(gateway, "angry-at-night").say(angry_words))
     assert "转接" not in unheard and "回拨" not in unheard  # nobody to hand to: the bot carries on
     await agents.add(sessions, "张伟", PASSWORD, "agent")
     await login(gateway, "张伟")
-    angry = Chat.text(await Chat(gateway, "angry-citizen").say("你们这个破机器人根本听不懂人话"))
-    assert "正在为您转接人工客服" in angry and "第1位" in angry
+    angry = Chat.text(await Chat(gateway, "angry-citizen").say(angry_words))
+    assert waiting.TRIGGER_TEXT in angry and "第1位" in angry  # the gateway decided, not the NLU
     lost = Chat(gateway, "lost-citizen")
     first = Chat.text(await lost.say("是的"))  # yes, to nothing: the bot asks for the request
     assert "请直接描述您要反映的事项" in first and "转接" not in first
