@@ -19,7 +19,7 @@ from channels.wechat import WeChatChannel
 from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, NotKept, Reply
 from gateway import api, events_api
 from gateway.answering import Answering
-from gateway.bot_client import RasaClient
+from gateway.bot_client import RasaClient, use_tracker_key
 from gateway.config import Settings
 from gateway.console import Console
 from gateway.coordination import make_coordinator
@@ -28,7 +28,7 @@ from gateway.intake import GatewayIntake
 from gateway.metrics import METRICS, Metrics
 from gateway.outbox import SENDERS, OutboxWorker
 from gateway.policies import HeldReplyFallback
-from gateway.router import Notify, Router, use_tracker_key
+from gateway.router import Notify, Router
 from gateway.schema import migrate
 from handoff.notify import CHANNEL as TICKET_WEBHOOK
 from handoff.notify import TicketWebhookSender
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
 OUTBOX = web.AppKey("outbox_worker", OutboxWorker)
+QUEUE_SWEEP_S = 15.0  # how often waiting citizens are checked for a callback order
 
 
 @web.middleware
@@ -84,7 +85,7 @@ def create_app(
     wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
     sms = SmsChannel(settings)
     channels: tuple[Channel, ...] = (web_channel, wechat, sms)
-    console = Console(settings.max_body_bytes)
+    console = Console(settings.max_body_bytes, settings.trusted_proxies)
     if not settings.console_secret:
         log.warning("HOTLINE_CONSOLE_SECRET is not set: console logins last until this process restarts "
                     "and hold on this replica only")
@@ -113,7 +114,7 @@ def create_app(
             clock=clock,
         )
         app[ROUTER] = router
-        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake)
+        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake, router.waiting, metrics)
         router.to_agent = console.citizen_wrote
         await console.fan_out_through(settings.redis_url)
         answering = Answering(router, settings.answer_concurrency)
@@ -132,7 +133,8 @@ def create_app(
             senders[TICKET_WEBHOOK] = TicketWebhookSender(webhook_http, settings.ticket_callback_secret)
         api.setup_runtime(app, sessions, settings.api_token)
         events_api.setup_runtime(app, surveys, settings.ticket_callback_secret, settings.ticket_callback_window_s)
-        survey_timers = [asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s))] if background else []
+        survey_timers = [asyncio.create_task(_survey_loop(surveys, settings.survey_interval_s)),
+                         asyncio.create_task(_queue_loop(router, QUEUE_SWEEP_S))] if background else []
         tasks = [
             asyncio.create_task(_retry_loop(router, settings.retry_interval_s)),
             asyncio.create_task(worker.run(settings.outbox_interval_s)),
@@ -189,6 +191,19 @@ async def _survey_loop(surveys: SurveyService, interval_s: float) -> None:
             where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             log.error("survey pass failed (%s at %s:%s); will try again", type(exc).__name__,
                       where.filename if where else "?", where.lineno if where else "?")
+        await asyncio.sleep(interval_s)
+
+
+async def _queue_loop(router: Router, interval_s: float) -> None:
+    """Nobody waits forever: callback orders for those who can no longer be served (every replica;
+    the compare-and-set on the conversation files each one once)."""
+    while True:
+        try:
+            filed = await router.waiting.sweep()
+            if filed:
+                log.info("queue: %d callback orders filed", filed)
+        except Exception as exc:  # noqa: BLE001 - no traceback text: SQL errors would carry parameters
+            log.error("queue sweep failed (%s); will try again", type(exc).__name__)
         await asyncio.sleep(interval_s)
 
 

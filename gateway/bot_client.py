@@ -10,13 +10,32 @@ only, and Rasa's memory stays bounded under a burst.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from typing import Any
 
 import aiohttp
 
+from storage.conversations import Conversation
+
 
 class BotUnavailable(RuntimeError):
     """Rasa did not answer; the message is kept and retried, the citizen gets an apology."""
+
+
+_tracker_key = [b""]  # set once at start from the configuration (gateway.config.tracker_key)
+
+
+def use_tracker_key(key: bytes) -> None:
+    """The secret of Rasa's tracker keys, for this process (the app sets it from its settings)."""
+    _tracker_key[0] = key
+
+
+def bot_sender(conv: Conversation) -> str:
+    """Rasa's tracker key: stable per citizen and channel, and not the citizen's phone number or
+    openid (which would otherwise sit in Rasa's tracker store and logs). A keyed HMAC: an unsalted
+    hash of an 11-digit phone number is reversed by trying them all in seconds."""
+    return hmac.new(_tracker_key[0], f"{conv.channel}:{conv.sender_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 class RasaClient:

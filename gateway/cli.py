@@ -332,38 +332,55 @@ def cmd_profile_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_surveys_tick(args: argparse.Namespace) -> int:
-    """Due survey work as of --at (send, default, flag overdue), then deliver what it queued."""
+def _at(args: argparse.Namespace, what: str) -> Any:
+    """--at as an aware UTC time, or None after saying why not."""
     import datetime as dt
 
     try:
         at = dt.datetime.fromisoformat(args.at)
     except ValueError:
         print(f"error: --at {args.at!r} is not an ISO time", file=sys.stderr)
-        return 2
+        return None
     if at.tzinfo is None:
         print("error: --at needs a UTC offset, e.g. 2026-11-28T10:00:00+08:00", file=sys.stderr)
-        return 2
+        return None
     at = at.astimezone(dt.UTC)
     if at > dt.datetime.now(dt.UTC) and not args.ahead:
-        print(f"error: {args.at} is in the future: surveys would go out early; add --ahead to mean it",
-              file=sys.stderr)
+        print(f"error: {args.at} is in the future: {what}; add --ahead to mean it", file=sys.stderr)
+        return None
+    return at
+
+
+def cmd_surveys_tick(args: argparse.Namespace) -> int:
+    """Due survey work as of --at (send, default, flag overdue), then deliver what it queued."""
+    at = _at(args, "surveys would go out early")
+    if at is None:
         return 2
     print(json.dumps(asyncio.run(_tick_at(Settings.from_env(), at))))
     return 0
 
 
-async def _tick_at(settings: Settings, at: Any) -> dict[str, Any]:
+def cmd_agents_sweep(args: argparse.Namespace) -> int:
+    """The queue's sweep as of --at (callback orders for whoever can no longer be served), then
+    deliver the notices it queued."""
+    at = _at(args, "citizens would get callback orders early")
+    if at is None:
+        return 2
+    print(json.dumps(asyncio.run(_tick_at(Settings.from_env(), at, queue=True))))
+    return 0
+
+
+async def _tick_at(settings: Settings, at: Any, *, queue: bool = False) -> dict[str, Any]:
     from aiohttp import web
 
-    from gateway.app import OUTBOX, create_app
+    from gateway.app import OUTBOX, ROUTER, create_app
     from gateway.events_api import SURVEYS
 
     app = create_app(settings, clock=lambda: at, background=False)
     runner = web.AppRunner(app)
     await runner.setup()  # storage, channels and senders, no loops: this command is the only pass
     try:
-        counts = await app[SURVEYS].tick()
+        counts = {"callbacks": await app[ROUTER].waiting.sweep()} if queue else await app[SURVEYS].tick()
         delivered = 0
         while passed := await app[OUTBOX].deliver_due():
             delivered += passed
@@ -455,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     disable.add_argument("name")
     for command in (add, *agents.choices.values()):
         command.set_defaults(func=cmd_agents)
+    sweep = agents.add_parser("sweep", help="file callback orders for citizens who can no longer be served, as of a time")
+    sweep.add_argument("--at", required=True, help="ISO time with offset, e.g. 2026-11-28T10:00:00+08:00")
+    sweep.add_argument("--ahead", action="store_true", help="allow a time in the future (tests, rehearsals)")
+    sweep.set_defaults(func=cmd_agents_sweep)
     from gateway.tokens import SCOPES
 
     tokens = sub.add_parser("tokens", help="named API tokens with scopes").add_subparsers(dest="action", required=True)

@@ -82,6 +82,9 @@ class Settings:
     web_address_per_minute: int = 120
     console_secret: str = ""  # signs and encrypts the agents' console cookie; empty = random per process
     console_secure_cookie: bool = False  # set when the console is served over HTTPS (it should be)
+    # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For the console's
+    # login lockout believes; from anyone else the header is ignored (it could be forged).
+    trusted_proxies: str = ""
 
     def insecure_reason(self) -> str | None:
         """Why this gateway must not start as configured, in one line; None when it may. Bound to a
@@ -153,4 +156,5 @@ class Settings:
             web_address_per_minute=_int("HOTLINE_WEB_ADDRESS_PER_MINUTE", cls.web_address_per_minute),
             console_secret=os.environ.get("HOTLINE_CONSOLE_SECRET", cls.console_secret),
             console_secure_cookie=os.environ.get("HOTLINE_CONSOLE_SECURE_COOKIE", "") in ("1", "true", "yes"),
+            trusted_proxies=os.environ.get("HOTLINE_TRUSTED_PROXIES", cls.trusted_proxies),
         )

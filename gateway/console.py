@@ -4,7 +4,9 @@ GET  /console/ (page; redirects to /console/login without a session) · GET /con
 POST /console/api/login {"name","password"} → {"name","role","csrf"} (401 wrong, 429 locked out)
 GET  /console/api/me · GET /console/api/queue · GET /console/api/conversations/{id} (audited read)
 POST /console/api/conversations/{id}/claim (200 also when already yours; 409 "已被…接入") · …/messages {"text"}
-     · …/release (back to the bot) · …/close
+     · …/release (back to the bot) · …/close · …/transfer {"to": name | "queue"}
+     · …/work-order {"kind","facts","urgent"} → {"number"} · …/phone (the full number; audited)
+GET  /console/api/quick-replies?q= (the profile's knowledge base) · /console/api/supervisor (supervisors)
 Writes need the session's CSRF token in X-CSRF-Token; the cookie is HttpOnly and SameSite=Strict.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -31,11 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.messages import Reply
 from common.text import mask_phone
-from gateway.bot_client import BotUnavailable, RasaClient
+from gateway.bot_client import BotUnavailable, RasaClient, bot_sender
+from gateway.console_desk import FACT_SLOTS, DeskActions
 from gateway.http import json_error, read_limited
-from gateway.router import Notify, bot_sender
+from gateway.metrics import Metrics
+from gateway.router import Notify
+from gateway.waiting import Waiting, contact_phone
 from handoff import agents
 from handoff.agents import Agent
+from profiles import available as available_profiles
 from storage.base import utcnow
 from storage.conversations import Conversation, Message
 from storage.outbox import enqueue
@@ -46,7 +53,6 @@ COOKIE = "hotline_console"
 RELEASED_TEXT = "人工客服已结束本次服务，智能客服继续为您服务。"
 CLOSED_TEXT = "人工客服已结束本次对话，感谢您的来电。如有新的问题，请直接留言。"
 CLAIMED_TEXT = "人工客服已接入，请直接说明您的问题。"
-FACT_SLOTS = ("category", "content", "place", "event_time", "name", "phone")
 MAX_TEXT = 2000
 FANOUT = "hotline:console"  # Redis pub/sub channel: citizen messages to the replica holding the agent's socket
 
@@ -56,11 +62,14 @@ def session_key(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest() if secret else secrets.token_bytes(32)
 
 
-class Console:
+class Console(DeskActions):
     """Routes and the in-process fan-out of citizen messages to the agents' open consoles."""
 
-    def __init__(self, max_body: int) -> None:
+    def __init__(self, max_body: int, trusted_proxies: str = "") -> None:
         self.max_body = max_body
+        self._trusted = [ipaddress.ip_network(p.strip(), strict=False) for p in trusted_proxies.split(",") if p.strip()]
+        self._waiting: Waiting | None = None
+        self._metrics = Metrics()
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._bot: RasaClient | None = None
         self._notify: Notify | None = None
@@ -71,13 +80,16 @@ class Console:
         self._listener: asyncio.Task[None] | None = None
 
     def start(self, sessions: async_sessionmaker[AsyncSession], bot: RasaClient, notify: Notify,
-              outbox_channels: set[str], wake: Any) -> None:
+              outbox_channels: set[str], wake: Any, waiting: Waiting, metrics: Metrics) -> None:
         self._sessions, self._bot, self._notify = sessions, bot, notify
         self._outbox_channels, self._wake = outbox_channels, wake
+        self._waiting, self._metrics = waiting, metrics
+        waiting.say = self.say_as_hotline
 
     async def fan_out_through(self, redis_url: str | None) -> None:
         """With Redis, a citizen's message taken in by one replica reaches the agent's console on any
-        replica (pub/sub: live delivery only; the transcript read is the record). Without, in process."""
+        replica, and an agent's line the citizen's page on any replica (pub/sub: live delivery only;
+        the transcript and the REST answer are the record). Without, in process."""
         if redis_url:
             self._redis = aioredis.from_url(redis_url)
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -97,7 +109,11 @@ class Console:
             try:
                 async for message in pubsub.listen():
                     data = json.loads(message["data"])
-                    await self._deliver(int(data["agent_id"]), data["frame"])
+                    if "push" in data:  # an agent's line for a citizen whose page may be open here
+                        push = data["push"]
+                        await self._push_here(push["channel"], push["sender_id"], push["text"], int(push["message_id"]))
+                    else:
+                        await self._deliver(int(data["agent_id"]), data["frame"])
             except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
                 log.warning("console fan-out: %s; listening again", type(exc).__name__)
                 await asyncio.sleep(1)
@@ -111,6 +127,29 @@ class Console:
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         assert self._sessions is not None, "the console is used before the app started it"
         return self._sessions
+
+    @property
+    def waiting(self) -> Waiting:
+        assert self._waiting is not None, "the console is used before the app started it"
+        return self._waiting
+
+    def client_address(self, request: web.Request) -> str:
+        """Who is logging in, for the lockout. Behind a trusted proxy, the nearest untrusted address
+        in X-Forwarded-For (walked from the right: the proxies append); otherwise the peer itself,
+        since anyone can send the header."""
+        peer = request.remote or ""
+        hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if h.strip()]
+        address = peer
+        while self._is_trusted(address) and hops:
+            address = hops.pop()
+        return address[:64]
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
 
     # -- the citizen side ---------------------------------------------------------------------
 
@@ -126,6 +165,10 @@ class Console:
         except (aioredis.RedisError, OSError) as exc:  # the message is stored; the console reads it on refresh
             log.warning("conversation %s: console fan-out failed: %s", conv.id, type(exc).__name__)
 
+    async def say_as_hotline(self, conv: Conversation, text: str) -> None:
+        """A notice outside any turn (the queue sweep's callback order)."""
+        await self._say(conv, text, {"author": "bot"})
+
     async def _say(self, conv: Conversation, text: str, author: dict[str, Any]) -> None:
         """To the citizen through the reply path the bot's answers take: the open page at once (else
         with the next REST answer), WeChat and SMS through their outbox senders."""
@@ -140,11 +183,22 @@ class Console:
             await session.commit()
         if via_outbox:
             self._wake()
-        elif self._notify is not None and await self._notify(conv.channel, conv.sender_id, [Reply(text)]):
-            async with self.sessions() as session:
-                await session.execute(update(Message).where(Message.id == out_id, Message.status == "queued")
-                                      .values(status="delivered"))
-                await session.commit()
+        elif not await self._push_here(conv.channel, conv.sender_id, text, out_id) and self._redis is not None:
+            push = {"channel": conv.channel, "sender_id": conv.sender_id, "text": text, "message_id": out_id}
+            try:  # the citizen's page may be open on another replica; if on none, the next REST answer has it
+                await self._redis.publish(FANOUT, json.dumps({"push": push}))
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("conversation %s: agent message fan-out failed: %s", conv.id, type(exc).__name__)
+
+    async def _push_here(self, channel: str, sender_id: str, text: str, out_id: int) -> bool:
+        """To the citizen's page if it is open on this replica; then the message is delivered."""
+        if self._notify is None or not await self._notify(channel, sender_id, [Reply(text)]):
+            return False
+        async with self.sessions() as session:
+            await session.execute(update(Message).where(Message.id == out_id, Message.status == "queued")
+                                  .values(status="delivered"))
+            await session.commit()
+        return True
 
     async def _tell_bot(self, conv: Conversation, event: str) -> None:
         """Rasa's tracker says who answered (paused while a person holds it); a bot outage must not
@@ -165,6 +219,7 @@ class Console:
             raise web.HTTPUnauthorized(text='{"error": "login required"}', content_type="application/json")
         if write and not hmac.compare_digest(str(session.get("csrf", "")), request.headers.get("X-CSRF-Token", "")):
             raise web.HTTPForbidden(text='{"error": "bad or missing CSRF token"}', content_type="application/json")
+        await agents.seen(self.sessions, agent, self.waiting.clock())
         return agent
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
@@ -181,25 +236,26 @@ class Console:
         name, password = data.get("name"), data.get("password")
         if not isinstance(name, str) or not isinstance(password, str):
             return json_error(400, "name and password are required strings")
-        agent = await agents.login(self.sessions, name, password, request.remote or "")
+        agent = await agents.login(self.sessions, name, password, self.client_address(request))
         if agent is None:
             return json_error(401, "用户名或密码错误，或尝试次数过多，请稍后再试")
         session = await new_session(request)  # a fresh session id: no fixation
         session["agent_id"], session["csrf"] = agent.id, secrets.token_urlsafe(32)
-        return web.json_response({"name": agent.name, "role": agent.role, "csrf": session["csrf"]})
+        return web.json_response(_whoami(agent, session["csrf"]))
 
     async def logout(self, request: web.Request) -> web.Response:
         agent = await self._agent(request, write=True)
         async with self.sessions() as s:
             agents.audit(s, agent, "logout")
             await s.commit()
+        await agents.gone(self.sessions, agent)
         (await get_session(request)).invalidate()
         return web.json_response({"ok": True})
 
     async def me(self, request: web.Request) -> web.Response:
         agent = await self._agent(request)
         session = await get_session(request)
-        return web.json_response({"name": agent.name, "role": agent.role, "csrf": session["csrf"]})
+        return web.json_response(_whoami(agent, session["csrf"]))
 
     # -- queue and conversations --------------------------------------------------------------
 
@@ -240,7 +296,8 @@ class Console:
             agents.audit(session, agent, "read", conversation_id=conv_id)
             await session.commit()
         assert self._bot is not None
-        facts = await self._bot.slots(bot_sender(conv))
+        slots = await self._bot.slots(bot_sender(conv))
+        facts = {**slots, "phone": contact_phone(conv, slots)}
         messages = [{"author": _author(m), "text": m.text, "at": m.created_at.isoformat()} for m in rows]
         return web.json_response({"conversation_id": conv.id, "channel": conv.channel, "state": conv.state,
                                   "yours": conv.state == "with_agent" and conv.agent_id == agent.id,
@@ -255,6 +312,8 @@ class Console:
                 return json_error(409, f"已被{outcome.holder}接入")
             return json_error(409, "该对话不在等待队列中")
         if outcome.state is None:  # newly won, not already held: pause the bot and greet the citizen
+            if outcome.waited_s is not None:
+                self._metrics.wait_seconds.observe(outcome.waited_s)
             conv = await agents.held(self.sessions, agent, conv_id)
             if conv is not None:
                 await self._tell_bot(conv, "pause")
@@ -277,9 +336,11 @@ class Console:
 
     async def _finish(self, request: web.Request, action: str, text: str) -> web.Response:
         agent = await self._agent(request, write=True)
-        conv = await agents.finish(self.sessions, agent, self._conversation_id(request), action)
+        conv, handled_s = await agents.finish(self.sessions, agent, self._conversation_id(request), action)
         if conv is None:
             return json_error(409, "您未接入该对话")
+        if handled_s is not None:
+            self._metrics.handle_seconds.observe(handled_s)
         await self._tell_bot(conv, "resume")
         await self._say(conv, text, {"author": "agent", "agent": agent.name})
         return web.json_response({"ok": True})
@@ -325,9 +386,19 @@ class Console:
         app.router.add_get("/console/api/me", self.me)
         app.router.add_get("/console/api/queue", self.queue)
         app.router.add_get("/console/api/conversations/{id}", self.conversation)
-        for action in ("claim", "messages", "release", "close"):
-            handler = self.message if action == "messages" else getattr(self, action)
+        app.router.add_get("/console/api/quick-replies", self.quick_replies)
+        app.router.add_get("/console/api/supervisor", self.stats)
+        app.router.add_get("/console/echarts.min.js", self.echarts)
+        actions = {"claim": self.claim, "messages": self.message, "release": self.release, "close": self.close,
+                   "transfer": self.transfer, "work-order": self.work_order, "phone": self.phone}
+        for action, handler in actions.items():
             app.router.add_post(f"/console/api/conversations/{{id}}/{action}", handler)
+
+
+def _whoami(agent: Agent, csrf: str) -> dict[str, Any]:
+    """Who is logged in; a supervisor's view can show any of the profiles."""
+    return {"name": agent.name, "role": agent.role, "csrf": csrf,
+            "profiles": available_profiles() if agent.role == "supervisor" else []}
 
 
 def _author(m: Message) -> str:
@@ -342,3 +413,4 @@ def _shown_facts(slots: dict[str, Any]) -> dict[str, Any]:
     if "phone" in facts:
         facts["phone"] = mask_phone(str(facts["phone"]))
     return facts
+

@@ -9,9 +9,11 @@ Labels are channels, categories and outcomes only: never a sender, a phone or a 
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # From a fast web turn (a few ms of our own work) to a bot that times out (30 s).
+# A citizen's wait for a person, and how long an agent holds a chat: seconds to an hour.
+_HUMAN_SECONDS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600)
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -39,6 +41,13 @@ class Metrics:
                                 ["profile", "reason"], registry=r)
         self.deliveries = Counter("hotline_outbox_attempts", "Outbox delivery attempts, by channel and outcome",
                                   ["channel", "outcome"], registry=r)
+        self.queue_length = Gauge("hotline_queue_length", "Conversations waiting for a person (set by the queue sweep)",
+                                  registry=r)
+        self.wait_seconds = Histogram("hotline_queue_wait_seconds",
+                                      "From joining the queue to a claim or a callback order", buckets=_HUMAN_SECONDS,
+                                      registry=r)
+        self.handle_seconds = Histogram("hotline_handle_seconds", "From an agent's claim to release or close",
+                                        buckets=_HUMAN_SECONDS, registry=r)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -11,22 +11,21 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import hashlib
-import hmac
 import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, func, insert, select, update
+from sqlalchemy import Select, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from common import buttons, payloads
 from common.messages import InboundMessage, NotKept, Reply
-from gateway.bot_client import BotUnavailable, RasaClient
+from gateway import waiting
+from gateway.bot_client import BotUnavailable, RasaClient, bot_sender
 from gateway.coordination import Coordinator
 from gateway.limits import SenderLimits, Standing
 from gateway.metrics import Metrics
@@ -50,7 +49,6 @@ MEDIA_TEXT = "已收到您发送的{label}，已保存并会附在您的诉求�
 UNREADABLE_TEXT = "抱歉，暂时无法识别这类消息，已为您保存。请用文字描述您要反映的问题，例如发生了什么事、在什么地方。"
 RESENT_PREFIX = "（此前未能送达的回复）"
 INTAKE_FAILED_TEXT = "抱歉，登记时出现问题，请稍后重试或回复“人工”转接人工客服。"
-QUEUE_TEXT = "您当前排在等待人工客服队列的第{place}位。如不想等待，可回复“取消”返回智能客服。"
 CANCELLED_TEXT = "已为您取消转接人工客服。请继续描述您要反映的问题，智能客服为您服务。"
 CANCEL_WORDS = ("取消", "取消转接", "不等了")
 BAD_PAYLOAD_TEXT = "抱歉，处理您的请求时出现问题，请稍后重试或回复“人工”转接人工客服。"
@@ -70,21 +68,6 @@ class _ConversationStarted(Exception):
 
 class _AlreadyStored(Exception):
     """This message id is already stored: a retry, another replica, or a restart."""
-
-
-_tracker_key = [b""]  # set once at start from the configuration (gateway.config.tracker_key)
-
-
-def use_tracker_key(key: bytes) -> None:
-    """The secret of Rasa's tracker keys, for this process (the app sets it from its settings)."""
-    _tracker_key[0] = key
-
-
-def bot_sender(conv: Conversation) -> str:
-    """Rasa's tracker key: stable per citizen and channel, and not the citizen's phone number or
-    openid (which would otherwise sit in Rasa's tracker store and logs). A keyed HMAC: an unsalted
-    hash of an 11-digit phone number is reversed by trying them all in seconds."""
-    return hmac.new(_tracker_key[0], f"{conv.channel}:{conv.sender_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def replies_without_text(attachments: list[dict[str, Any]]) -> list[Reply]:
@@ -173,6 +156,7 @@ class Router:
         self._accept_writer: asyncio.Task[None] | None = None
         # Given by the app: a citizen's message in a conversation a person holds goes to the console.
         self.to_agent: Callable[[Conversation, Message], Awaitable[None]] | None = None
+        self.waiting = waiting.Waiting(sessions, self.transact, bot, profile, self._profile, clock, self.metrics)
 
     def close(self) -> None:
         if self._owns_transact:
@@ -511,7 +495,7 @@ class Router:
                 await self.to_agent(conv, inbound)
             return replies
         if conv.state == "waiting":
-            queue = QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1)
+            queue = await self.waiting.place_text(conv)
             return await self._finish(conv, inbound, [Reply(WAITING_TEXT), Reply(queue)], status="done",
                                       delivered=delivered)
         if behind_pending:  # keep the citizen's order: this one waits behind the earlier ones
@@ -587,6 +571,13 @@ class Router:
         replies, payloads = replies_from_bot(output)
         for payload in payloads:
             replies += await self._act(conv, payload)
+        if conv.state == "bot":  # the bot's own reasons for a person: failed twice, an angry or stuck citizen
+            why = waiting.trigger(self._profile(conv), text, replies, await self.waiting.earlier_messages(conv, inbound))
+            # Only when a person can answer now: a callback order is for citizens who asked for one.
+            if (why is not None and await self.waiting.closed_reason(self._profile(conv), self.clock()) is None
+                    and await self._set_state(conv, "bot", "waiting")):
+                log.info("conversation %s: handed to a person (%s)", conv.id, why)
+                replies += [Reply(waiting.TRIGGER_TEXT), *await self.waiting.entered(conv)]
         return await self._finish(
             conv, inbound, prefix + replies, status="done", payloads=payloads, delivered=delivered
         )
@@ -620,7 +611,7 @@ class Router:
             return [Reply(receipt.citizen_text(), template=receipt.sms())]
         if isinstance(action, payloads.Handoff):
             if await self._set_state(conv, "bot", "waiting"):
-                return [Reply(QUEUE_TEXT.format(place=await self._ahead_of(conv) + 1))]
+                return await self.waiting.entered(conv)
         elif action.kind == "unknown":
             log.warning("conversation %s: payload the gateway does not know, kept only: %s", conv.id, sorted(payload))
         elif action.kind == "screened":
@@ -650,17 +641,6 @@ class Router:
         if row is not None:
             conv.state, conv.agent_id = row
         return False
-
-    async def _ahead_of(self, conv: Conversation) -> int:
-        """The citizen's place in the queue: how many have waited longer."""
-        if conv.waiting_since is None:
-            return 0
-        async with self.sessions() as session:
-            ahead = await session.scalar(
-                select(func.count()).select_from(Conversation).where(
-                    Conversation.state == "waiting", Conversation.waiting_since < conv.waiting_since)
-            )
-        return ahead or 0
 
     async def _follow_up(
         self, conv: Conversation, profile: Profile, action: payloads.Withdraw | payloads.Supplement

@@ -23,6 +23,8 @@ from storage.conversations import Conversation
 ROLES = ("agent", "supervisor")
 LOCKOUT_FAILURES = 5  # failed logins per name, or per address, within the window
 LOCKOUT_WINDOW = dt.timedelta(minutes=15)
+ONLINE_WITHIN = dt.timedelta(seconds=90)  # the console polls every few seconds; a closed tab drops out
+SEEN_EVERY = dt.timedelta(seconds=20)  # presence writes at most this often per agent
 _HASHER = PasswordHasher()
 # Verified when the name is unknown, so an unknown name costs as long as a wrong password.
 _DUMMY_HASH = _HASHER.hash("not-a-password")
@@ -39,6 +41,8 @@ class Agent(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # When this agent's console last called the gateway: online means recently (shared by every replica).
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class AgentAudit(Base):
@@ -68,6 +72,7 @@ class Claim:
     won: bool
     holder: str | None = None
     state: str | None = None
+    waited_s: int | None = None  # newly won: how long the citizen waited
 
 
 def audit(session: AsyncSession, agent: Agent | None, action: str, *, name: str | None = None,
@@ -134,6 +139,7 @@ async def login(sessions: async_sessionmaker[AsyncSession], name: str, password:
             await session.commit()
             return None
         assert agent is not None
+        agent.last_seen_at = utcnow()
         audit(session, agent, "login")
         await session.commit()
         return agent
@@ -159,15 +165,17 @@ async def waiting(sessions: async_sessionmaker[AsyncSession]) -> list[Conversati
 async def claim(sessions: async_sessionmaker[AsyncSession], agent: Agent, conversation_id: int) -> Claim:
     """Compare-and-set: waiting → with_agent for this agent. The database decides the winner."""
     async with sessions() as session:
+        since = await session.scalar(select(Conversation.waiting_since).where(Conversation.id == conversation_id))
         won = await session.execute(
             update(Conversation)
             .where(Conversation.id == conversation_id, Conversation.state == "waiting")
             .values(state="with_agent", agent_id=agent.id, updated_at=utcnow())
         )
         if won.rowcount == 1:
-            audit(session, agent, "claim", conversation_id=conversation_id)
+            waited = round((utcnow() - since).total_seconds()) if since else None
+            audit(session, agent, "claim", conversation_id=conversation_id, detail={"waited_s": waited})
             await session.commit()
-            return Claim(True)
+            return Claim(True, waited_s=waited)
         await session.rollback()
         row = (await session.execute(
             select(Conversation.state, Agent.id, Agent.name)
@@ -183,8 +191,9 @@ async def claim(sessions: async_sessionmaker[AsyncSession], agent: Agent, conver
 
 
 async def finish(sessions: async_sessionmaker[AsyncSession], agent: Agent, conversation_id: int,
-                 action: str) -> Conversation | None:
-    """Release (back to the bot) or close: only by the agent who holds it. The conversation, or None."""
+                 action: str) -> tuple[Conversation | None, int | None]:
+    """Release (back to the bot) or close: only by the agent who holds it. The conversation (None
+    when not held) and how long it was held."""
     async with sessions() as session:
         done = await session.execute(
             update(Conversation)
@@ -194,10 +203,11 @@ async def finish(sessions: async_sessionmaker[AsyncSession], agent: Agent, conve
         )
         if done.rowcount != 1:
             await session.rollback()
-            return None
-        audit(session, agent, action, conversation_id=conversation_id)
+            return None, None
+        handled = await _held_for(session, conversation_id)
+        audit(session, agent, action, conversation_id=conversation_id, detail={"handled_s": handled})
         await session.commit()
-        return await session.get(Conversation, conversation_id)
+        return await session.get(Conversation, conversation_id), handled
 
 
 async def held(sessions: async_sessionmaker[AsyncSession], agent: Agent, conversation_id: int) -> Conversation | None:
@@ -206,3 +216,97 @@ async def held(sessions: async_sessionmaker[AsyncSession], agent: Agent, convers
         conv = await session.get(Conversation, conversation_id)
         ok = conv is not None and conv.state == "with_agent" and conv.agent_id == agent.id
         return conv if ok else None
+
+
+_LAST_TAKEN = (select(AgentAudit.id, AgentAudit.created_at)
+               .where(AgentAudit.action.in_(("claim", "transfer"))).order_by(AgentAudit.id.desc()).limit(1))
+
+
+async def _held_for(session: AsyncSession, conversation_id: int) -> int | None:
+    """Seconds since the conversation was last claimed or transferred: the handle time."""
+    row = (await session.execute(_LAST_TAKEN.where(AgentAudit.conversation_id == conversation_id))).first()
+    return round((utcnow() - row.created_at).total_seconds()) if row else None
+
+
+async def current_hold(sessions: async_sessionmaker[AsyncSession], conversation_id: int) -> int:
+    """An id for the present hold of a conversation (its last claim or transfer): one work order per hold."""
+    async with sessions() as session:
+        row = (await session.execute(_LAST_TAKEN.where(AgentAudit.conversation_id == conversation_id))).first()
+        return row.id if row else 0
+
+
+async def transfer(sessions: async_sessionmaker[AsyncSession], agent: Agent, conversation_id: int,
+                   to: str, now: dt.datetime) -> Conversation | str:
+    """Hand a held conversation to another active agent (by name) or back to the queue ("queue").
+    A compare-and-set on the holder, like a claim. The conversation, or why not (for the agent)."""
+    async with sessions() as session:
+        target = None
+        if to != "queue":
+            target = await session.scalar(select(Agent).where(Agent.name == to, Agent.active.is_(True)))
+            if target is None:
+                return f"没有名为{to}的在岗坐席"
+            if target.id == agent.id:
+                return "不能转给自己"
+        values: dict[str, Any] = (
+            {"state": "with_agent", "agent_id": target.id} if target is not None
+            else {"state": "waiting", "agent_id": None, "waiting_since": now})
+        done = await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.state == "with_agent",
+                   Conversation.agent_id == agent.id)
+            .values(**values, updated_at=utcnow()))
+        if done.rowcount != 1:
+            await session.rollback()
+            return "您未接入该对话"
+        audit(session, agent, "transfer", conversation_id=conversation_id,
+              detail={"to": target.name if target else "queue"})
+        await session.commit()
+        return await session.get(Conversation, conversation_id) or "该对话不存在"
+
+
+async def seen(sessions: async_sessionmaker[AsyncSession], agent: Agent, now: dt.datetime) -> None:
+    """The agent's console is open: mark them online (at most one write per SEEN_EVERY)."""
+    if agent.last_seen_at is not None and now - agent.last_seen_at < SEEN_EVERY:
+        return
+    async with sessions() as session:
+        await session.execute(update(Agent).where(Agent.id == agent.id).values(last_seen_at=now))
+        await session.commit()
+
+
+async def gone(sessions: async_sessionmaker[AsyncSession], agent: Agent) -> None:
+    """Logged out: no longer counted online."""
+    async with sessions() as session:
+        await session.execute(update(Agent).where(Agent.id == agent.id).values(last_seen_at=None))
+        await session.commit()
+
+
+@dataclass(frozen=True)
+class Presence:
+    online: list[str]
+    busy: list[str]  # online agents holding a conversation
+
+
+async def presence(sessions: async_sessionmaker[AsyncSession], now: dt.datetime) -> Presence:
+    async with sessions() as session:
+        online = list(await session.scalars(
+            select(Agent.name).where(Agent.active.is_(True), Agent.last_seen_at >= now - ONLINE_WITHIN)
+            .order_by(Agent.name)))
+        busy = set(await session.scalars(
+            select(Agent.name).join(Conversation, Conversation.agent_id == Agent.id)
+            .where(Conversation.state == "with_agent")))
+    return Presence(online, [n for n in online if n in busy])
+
+
+async def handle_seconds(sessions: async_sessionmaker[AsyncSession], since: dt.datetime) -> list[int]:
+    """How long agents held the conversations they finished since then (release, close)."""
+    async with sessions() as session:
+        rows = await session.scalars(select(AgentAudit.detail).where(
+            AgentAudit.action.in_(("release", "close")), AgentAudit.created_at >= since))
+        return [int(d["handled_s"]) for d in rows if d and d.get("handled_s") is not None]
+
+
+async def reveal(sessions: async_sessionmaker[AsyncSession], agent: Agent, conversation_id: int) -> None:
+    """A full read of the citizen's phone: in the audit log before it is shown."""
+    async with sessions() as session:
+        audit(session, agent, "reveal_phone", conversation_id=conversation_id)
+        await session.commit()

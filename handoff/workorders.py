@@ -153,7 +153,8 @@ def _transcript(messages: Sequence[Any]) -> list[dict[str, Any]]:
     for m in messages:
         attachments = [a for a in (m.payload or {}).get("attachments", ()) if a.get("type") != "event"]
         if m.text or attachments:
-            line = {"at": m.created_at.isoformat(), "from": "citizen" if m.direction == "in" else "bot", "text": m.text}
+            author = "citizen" if m.direction == "in" else (m.payload or {}).get("author") or "bot"  # or an agent
+            line = {"at": m.created_at.isoformat(), "from": author, "text": m.text}
             lines.append(line | {"attachments": attachments} if attachments else line)
     return lines
 
@@ -232,7 +233,9 @@ def _create(
         "category": category,
         "urgent": urgent,
         # screening_doubt: a refusal rule nearly applied (e.g. legal_procedure); the dispatcher decides.
-        "facts": {k: intake.get(k) for k in ("content", "event_time", "place", "screening_doubt") if k != "screening_doubt" or intake.get(k)},
+        # callback: a 回拨 order filed because nobody took the chat (why: hours, nobody online, the wait).
+        "facts": {k: intake.get(k) for k in ("content", "event_time", "place", "screening_doubt", "callback")
+                  if k in ("content", "event_time", "place") or intake.get(k)},
         "contact_phone": intake.get("phone"),
         "contact_name": None if anonymous else intake.get("name"),
         "anonymous": anonymous,

@@ -187,6 +187,24 @@ class SurveyRules:
 
 
 @dataclass(frozen=True)
+class HumanService:
+    """When people answer chats, and how long a citizen may wait for one (济源 第十一条: missed calls
+    at busy times are called back). Outside the hours, with nobody online or past the wait, a 回拨
+    work order is filed instead."""
+
+    hours: tuple[tuple[int, int], ...]  # (start, end) minutes after local midnight, every day
+    max_wait_minutes: float
+    expected_handle_minutes: float  # the expected wait before anyone was served today
+    anger_words: tuple[str, ...]  # the citizen is angry: a person takes over (bot decides)
+
+    def open_at(self, local_minutes: int) -> bool:
+        return any(start <= local_minutes < end for start, end in self.hours)
+
+
+_ALWAYS = HumanService(((0, 24 * 60),), 10.0, 4.0, ())
+
+
+@dataclass(frozen=True)
 class Profile:
     id: str
     name: str
@@ -220,6 +238,7 @@ class Profile:
     # What to do with a reply WeChat will not deliver (48-hour window): "sms" to the contact phone,
     # and/or "marker" (shown when the citizen next writes). Empty: keep it for an agent.
     undeliverable_fallback: tuple[str, ...] = ("marker",)
+    human_service: HumanService = _ALWAYS
     extra: dict[str, Any] = field(default_factory=dict)
 
     def accepts(self, kind: str | None) -> bool:
@@ -447,6 +466,7 @@ def parse_profile(path: Path) -> Profile:
         knowledge_base=(path.parent / kb) if kb else None,
         survey=parse_survey(_need(data, "survey", dict, path), path),
         undeliverable_fallback=_fallback(data, path),
+        human_service=parse_human_service(data.get("human_service") or {}, path),
         real_name=parse_real_name(data.get("real_name"), path),
         confidentiality_article=_need(confidentiality, "article", str, path, "confidentiality"),
         confidentiality_keywords=_str_list(confidentiality, "keywords", path, "confidentiality"),
@@ -486,6 +506,32 @@ def _fallback(data: dict[str, Any], path: Path) -> tuple[str, ...]:
     if bad:
         raise ProfileError(path, "undeliverable_fallback", f"unknown {bad}; expected sms and/or marker")
     return values
+
+
+_SPAN = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def parse_human_service(data: dict[str, Any], path: Path) -> HumanService:
+    where = "human_service"
+    hours = []
+    for span in data.get("hours", ["00:00-24:00"]):
+        m = _SPAN.match(str(span))
+        start, end = (int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])) if m else (0, 0)
+        if not m or not start < end <= 24 * 60:
+            raise ProfileError(path, f"{where}.hours", f"{span!r}: expected HH:MM-HH:MM, start before end")
+        hours.append((start, end))
+    limits = [float(data.get(k, default)) for k, default in (("max_wait_minutes", 10), ("expected_handle_minutes", 4))]
+    if min(limits) <= 0:
+        raise ProfileError(path, where, "max_wait_minutes and expected_handle_minutes must be positive")
+    own = _str_list(data, "anger_words", path, where) if "anger_words" in data else ()
+    return HumanService(tuple(hours), limits[0], limits[1], _merge(own, shared_human_words()))
+
+
+@cache
+def shared_human_words() -> tuple[str, ...]:
+    """How citizens say they are angry at the bot (common/): language, not a jurisdiction's rule."""
+    data = yaml.safe_load((PROFILE_DIR / "common" / "anger_words.yml").read_text(encoding="utf-8"))
+    return tuple(str(w) for w in data["anger_words"])
 
 
 @cache

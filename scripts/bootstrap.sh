@@ -42,6 +42,19 @@ if [ "$(cat .venv/.stamp 2>/dev/null)" != "$want" ]; then
   echo "$want" > .venv/.stamp
 fi
 
+# The console's chart library (ECharts), pinned in package-lock.json and served from node_modules: no CDN.
+want=$(stamp package-lock.json)
+if [ "$(cat node_modules/.stamp 2>/dev/null)" != "$want" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { echo "error: npm is needed for the console's charts (apt install npm)" >&2; exit 1; }
+    echo "==> installing npm (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
+  echo "==> console libraries (npm ci)"
+  npm ci --no-audit --no-fund --silent
+  echo "$want" > node_modules/.stamp
+fi
+
 PY310=$(find_py310) || {
   echo "error: the bot needs Python 3.10 (Rasa 3.6 supports 3.8-3.10) and none was found." >&2
   echo "       Install it (e.g. 'pyenv install 3.10') or set HOTLINE_PYTHON310=/path/to/python3.10." >&2

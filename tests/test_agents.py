@@ -179,6 +179,7 @@ async def rasa_events(rasa_url: str, conv: Conversation) -> list[str]:
 async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway: TestClient, rasa_url: str) -> None:
     sessions = router_of(gateway).sessions
     await agents.add(sessions, "张伟", PASSWORD, "agent")
+    csrf = await login(gateway, "张伟")  # someone is online: the citizens queue rather than get a callback order
     other = Chat(gateway, "handoff-other")
     assert "第1位" in Chat.text(await other.say("转人工"))
     chat = Chat(gateway, "handoff-citizen")
@@ -187,7 +188,6 @@ async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway
     assert "已为您取消" in Chat.text(await other.say("取消"))  # back to the bot, out of the queue
     assert "第1位" in Chat.text(await chat.say("我家楼下的路灯坏了一个星期了"))
     assert "您的诉求属于" in Chat.text(await other.say("小区门口的路灯坏了"))  # the bot answers the other again
-    csrf = await login(gateway, "张伟")
     queue = (await (await gateway.get("/console/api/queue")).json())["waiting"]
     assert [(w["channel"], w["waited_s"] >= 0) for w in queue] == [("web", True)]
     conv_id = queue[0]["conversation_id"]
@@ -205,6 +205,13 @@ async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway
                               headers=headers)
     assert sent.status == 200
     assert Chat.text(await chat.say("宣化街")) == "您好，请问路灯在哪条街？"
+    order = {"kind": "help", "facts": {"content": "宣化街路灯坏了一个星期", "place": "宣化街"}, "urgent": False}
+    filed = await gateway.post(f"/console/api/conversations/{conv_id}/work-order", json=order, headers=headers)
+    number = (await filed.json())["number"]
+    again = await gateway.post(f"/console/api/conversations/{conv_id}/work-order", json=order, headers=headers)
+    assert (await again.json()) == {"number": number, "outcome": "created"}  # the same idempotent creation
+    told = Chat.text(await chat.say("好的"))
+    assert number in told and "工单号" in told
     transcript = await (await gateway.get(f"/console/api/conversations/{conv_id}")).json()
     authors = [m["author"] for m in transcript["messages"]]
     assert authors[:2] == ["citizen", "bot"] and authors[-2:] == ["agent", "citizen"]
@@ -218,7 +225,7 @@ async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway
             Message.conversation_id == conv_id, Message.direction == "out"))).all()
     assert state == "bot" and "您好，请问路灯在哪条街？" in agent_lines
     actions = [a for _, a in await audit_actions(gateway)]
-    assert actions == ["account_added", "login", "claim", "message", "read", "release"]
+    assert actions == ["account_added", "login", "claim", "message", "work_order", "work_order", "read", "release"]
     await ws.close()
 
 

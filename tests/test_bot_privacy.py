@@ -9,8 +9,8 @@ import uuid
 import aiohttp
 import pytest
 
+from gateway.bot_client import bot_sender, use_tracker_key
 from gateway.config import Settings
-from gateway.router import bot_sender, use_tracker_key
 from storage.conversations import Conversation
 from tests.conftest import RASA_TOKEN, Chat
 

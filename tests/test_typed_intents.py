@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from gateway.router import bot_sender
+from gateway.bot_client import bot_sender
 from handoff.models import WorkOrder
 from storage.conversations import Conversation
 from tests.conftest import RASA_TOKEN, Chat, router_of

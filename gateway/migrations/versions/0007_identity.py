@@ -1,14 +1,14 @@
 """Identity (#14): one-time codes that prove a citizen owns a work order before a follow-up acts on
 it, and the named, scoped API tokens of handling units and operators (kept as hashes).
 
-Revision ID: 0007_trust14_identity
+Revision ID: 0007
 Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_trust14_identity"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
