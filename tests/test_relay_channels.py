@@ -108,13 +108,13 @@ async def test_an_agent_talks_to_an_sms_citizen(tmp_path: Path) -> None:
             headers, url = await agent_desk(gw.client, "13800005555", "sms")
             ws = await gw.client.ws_connect("/console/ws")
             await gw.deliver()
-            assert provider.texts("13800005555") == ["人工客服已接入，请直接说明您的问题。"]
+            assert provider.texts("13800005555") == ["热线回复：人工客服已接入，请直接说明您的问题。"]  # the reply template
             assert (await alibaba_up(gw.client, "13800005555", "小区垃圾三天没人清运", 7001))[0] == 200
             frame = await ws.receive_json(timeout=10)
             assert (frame["author"], frame["text"]) == ("citizen", "小区垃圾三天没人清运")
             await gw.client.post(f"{url}/messages", json={"text": "请问是哪个小区？"}, headers=headers)
             await gw.deliver()
-            assert provider.texts("13800005555")[-1] == "请问是哪个小区？"
+            assert provider.texts("13800005555")[-1] == "热线回复：请问是哪个小区？"
             await gw.client.post(f"{url}/release", headers=headers)
             await gw.deliver()
             assert "智能客服继续为您服务" in provider.texts("13800005555")[-1]
