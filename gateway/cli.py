@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.botproc import bot_servers, free_port
+from gateway.botproc import Part, bot_servers, exit_service, free_port
 from gateway.config import ROOT, Settings
 
 # The real-letter dev set lives beside the repository (evaluation data, never committed).
@@ -32,8 +32,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
     base = Settings.from_env()
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var) as rasa_url:
-        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url})
+    gave_up: list[str] = []
+
+    def give_up(part: Part) -> None:
+        gave_up.append(part.name)
+        exit_service(part)
+
+    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, supervise=give_up) as rasa_url:
+        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url,
+                               "action_url": f"http://127.0.0.1:{args.action_port}"})
         print(
             f"\n  chat page     http://127.0.0.1:{settings.port}/\n"
             f"  REST webhook  http://127.0.0.1:{settings.port}/webhooks/rest/webhook\n"
@@ -43,6 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             flush=True,
         )
         serve_gateway(settings, print=None)
+    if gave_up:
+        print(f"hotline run: {gave_up[0]} kept dying (see var/*.log); stopped", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,29 +12,28 @@ import contextlib
 import glob
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.botproc import (
     BotSetupError,
+    Part,
+    Proc,
     ensure_model,
     free_port,
     start_action_server,
     start_rasa_server,
-    stop,
     wait_http,
     write_cluster_endpoints,
 )
 from gateway.config import ROOT
 
-Proc = subprocess.Popen[bytes]
 CLUSTER_TOKEN = "cluster-token-local-only"  # noqa: S105 - the parts bind 127.0.0.1 only
 
 
@@ -48,36 +47,6 @@ def wait_port(port: int, timeout_s: float, proc: Proc | None = None) -> None:
             return
         time.sleep(0.05)
     raise BotSetupError(f"nothing listens on port {port} after {timeout_s:.0f}s")
-
-
-@dataclass
-class Part:
-    """One process of the cluster: started by `launch` on a fixed port, so it comes back where it was."""
-
-    name: str
-    port: int
-    launch: Callable[[], Proc]
-    ready: Callable[[Proc], None]
-    proc: Proc | None = None
-
-    def start(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        self.proc = self.launch()
-        self.ready(self.proc)
-
-    def kill(self) -> None:
-        """kill -9: no shutdown hook runs, as when the machine loses power."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        stop(self.proc)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 class RedisServer(Part):

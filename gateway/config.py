@@ -18,7 +18,8 @@ def _int(name: str, default: int) -> int:
 class Settings:
     database_url: str = f"sqlite+aiosqlite:///{ROOT / 'var' / 'hotline.db'}"
     redis_url: str | None = None
-    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_url: str = "http://127.0.0.1:5005"  # several, comma-separated: servers sharing a tracker store
+    action_url: str = ""  # the action server, for /healthz only; empty = not checked
     profile: str = "jiyuan"
     api_token: str = "dev-token-change-me"
     host: str = "0.0.0.0"
@@ -60,6 +61,7 @@ class Settings:
             database_url=os.environ.get("HOTLINE_DATABASE_URL", cls.database_url),
             redis_url=os.environ.get("HOTLINE_REDIS_URL") or None,
             rasa_url=os.environ.get("HOTLINE_RASA_URL", cls.rasa_url).rstrip("/"),
+            action_url=os.environ.get("HOTLINE_ACTION_URL", cls.action_url).rstrip("/"),
             profile=os.environ.get("HOTLINE_PROFILE", cls.profile),
             api_token=os.environ.get("HOTLINE_API_TOKEN", cls.api_token),
             host=os.environ.get("HOTLINE_HOST", cls.host),
