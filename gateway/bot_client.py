@@ -52,6 +52,8 @@ class RasaClient:
             raise BotUnavailable(f"rasa unreachable: {type(exc).__name__}") from exc
         if not isinstance(data, list):
             raise BotUnavailable("rasa answered with something other than a list")
+        if not data:  # Rasa's REST channel answers 200 [] when its tracker or lock store failed
+            raise BotUnavailable("rasa answered nothing")
         return data
 
     def _bases(self, sender: str) -> list[str]:

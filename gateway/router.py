@@ -393,7 +393,7 @@ class Router:
 
     async def recover_received(self, older_than_s: float = 30.0) -> int:
         """After a crash or restart, answer messages that were kept but never processed."""
-        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+        cutoff = self.clock() - dt.timedelta(seconds=older_than_s)
         async with self.sessions() as session:
             conv_ids = (
                 await session.scalars(

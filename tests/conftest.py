@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import ROUTER, create_app
 from gateway.botproc import bot_servers, free_port
-from gateway.cluster import RedisServer
+from gateway.cluster import PostgresServer, RedisServer, postgres, postgres_available
 from gateway.config import ROOT, Settings
 from gateway.logs import RUNNER_OPTIONS
 from gateway.schema import migrate
@@ -42,6 +43,21 @@ def redis_url() -> Iterator[str]:
     server.start()
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the run (Debian's binaries, as root); tests take a database each."""
+    if not postgres_available():
+        pytest.skip("needs Debian's postgresql binaries and root")
+    with postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh database of this test's own: nothing another test wrote is counted here."""
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
 def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings:
