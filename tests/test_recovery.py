@@ -49,11 +49,15 @@ async def test_messages_kept_at_a_crash_are_answered_after_a_restart(tmp_path: P
             assert await router_of(before).accept(InboundMessage("web", sender, "小区门口的路灯坏了好几天了",
                                                                 message_id=f"{sender}-1"))
         assert [await inbound_statuses(before, s) for s in senders] == [["received"], ["received"]]
-    # The restarted process: its own recovery loop (every 0.2 s here) answers them, nobody drives it.
+    # The restarted process: its own recovery loop (every second here) answers them, nobody drives it.
     later = Clock(utcnow() + dt.timedelta(seconds=60))  # past the 30 s a live turn is given
-    async with gateway_client(settings_for(tmp_path, rasa_url, retry_interval_s=0.2), later) as after:
+    async with gateway_client(settings_for(tmp_path, rasa_url, retry_interval_s=1.0), later) as after:
+        page = await after.ws_connect(f"/ws?sender={senders[1]}")  # the second citizen's page reconnected
         for sender in senders:
             await eventually(lambda s=sender: _all_done(after, s))
+        pushed = await asyncio.wait_for(page.receive_json(), 10)
+        assert pushed["type"] == "reply" and "您的诉求属于" in pushed["text"]  # pushed, not left for later
+        await page.close()
         # The page's retry of the same message gets the bot's answer, which was kept for it.
         replies = await Chat(after, senders[0]).say("小区门口的路灯坏了好几天了", message_id=f"{senders[0]}-1")
         assert "您的诉求属于" in Chat.text(replies)
