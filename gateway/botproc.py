@@ -278,7 +278,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def bot_servers(
     rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None,
-    supervise: Callable[[Part], None] | None = None,
+    supervise: Callable[[Part], None] | None = None, max_restarts: int = 5,
 ) -> Iterator[str]:
     """Start the action server and the Rasa server on loopback; stop both on exit (`hotline run`,
     `hotline classify` and the test suite). `supervise`: restart either when it dies, and call
@@ -296,7 +296,7 @@ def bot_servers(
         print("starting the bot (Rasa loads TensorFlow and the model: about a minute)...", flush=True)
         actions.ready(actions.proc)
         rasa.ready(rasa.proc)
-        with Supervisor([actions, rasa], supervise) if supervise else contextlib.nullcontext():
+        with Supervisor([actions, rasa], supervise, max_restarts=max_restarts) if supervise else contextlib.nullcontext():
             yield f"http://127.0.0.1:{rasa_port}"
     finally:
         rasa.stop()

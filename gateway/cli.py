@@ -38,7 +38,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         gave_up.append(part.name)
         exit_service(part)
 
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, supervise=give_up) as rasa_url:
+    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, supervise=give_up,
+                     max_restarts=args.max_restarts) as rasa_url:
         settings = Settings(**{**base.__dict__, "rasa_url": rasa_url,
                                "action_url": f"http://127.0.0.1:{args.action_port}"})
         print(
@@ -347,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="train if needed, start Rasa, the action server and the gateway")
     run.add_argument("--rasa-port", type=int, default=5005)
     run.add_argument("--action-port", type=int, default=5055)
+    run.add_argument("--max-restarts", type=int, default=5,
+                     help="restarts in a row of a dying bot process before the service stops with exit code 1")
     run.set_defaults(func=cmd_run)
     sub.add_parser("serve", help="the gateway only (Rasa at HOTLINE_RASA_URL)").set_defaults(func=cmd_serve)
     cluster = sub.add_parser("cluster", help="gateway replicas, Rasa servers, redis and PostgreSQL on loopback")

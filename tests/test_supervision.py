@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 from gateway.botproc import BotSetupError, Part, Supervisor, free_port, start_action_server, wait_http
 from gateway.cluster import RedisServer
+from gateway.config import ROOT
 from tests.conftest import gateway_client, settings_for
 
 
@@ -91,3 +96,45 @@ async def test_healthz_names_each_part_and_counts_waiting_messages(tmp_path: Pat
 async def test_healthz_ok_with_the_real_bot(gateway) -> None:  # noqa: ANN001 - the gateway fixture
     body = await (await gateway.get("/healthz")).json()
     assert body["status"] == "ok" and body["rasa"] == ["up"] and body["database"] == "up"
+
+
+def children(pid: int) -> dict[str, int]:
+    """The bot processes `hotline run` started, by what they run."""
+    found = {}
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        found["actions" if "rasa_sdk" in cmdline else "rasa"] = int(child)
+    return found
+
+
+def test_hotline_run_restarts_a_dead_action_server_then_exits_1_when_it_keeps_dying(tmp_path: Path) -> None:
+    port, rasa_port, action_port = free_port(), free_port(), free_port()
+    env = {**os.environ, "HOTLINE_PORT": str(port), "HOTLINE_HOST": "127.0.0.1", "HOTLINE_API_TOKEN": "run-test",
+           "HOTLINE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'run.db'}"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "run", "--rasa-port", str(rasa_port), "--action-port",
+         str(action_port), "--max-restarts", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    health = f"http://127.0.0.1:{port}/healthz"
+    try:
+        wait_http(health, 300, run)
+        first = children(run.pid)["actions"]
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: children(run.pid).get("actions", first) != first, 30)  # started again
+        wait_until(lambda: _json(health).get("action_server") == "up", 120)
+        os.kill(children(run.pid)["actions"], signal.SIGKILL)  # dies again at once: the second in a row
+        assert run.wait(60) == 1
+        assert "action server kept dying" in run.stderr.read().decode()  # type: ignore[union-attr]
+    finally:
+        if run.poll() is None:
+            run.terminate()
+            run.wait(30)
+
+
+def _json(url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+            return json.loads(resp.read())
+    except OSError:
+        return {}
