@@ -8,9 +8,11 @@ import datetime as dt
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy import func, select
 
 from channels.base import Channel, ChannelContext
 from channels.sms import SmsChannel
@@ -26,7 +28,7 @@ from gateway.coordination import make_coordinator
 from gateway.http import json_error
 from gateway.intake import GatewayIntake
 from gateway.metrics import METRICS, Metrics
-from gateway.outbox import SENDERS, OutboxWorker
+from gateway.outbox import SENDERS, UNSENT, OutboxWorker
 from gateway.policies import HeldReplyFallback
 from gateway.router import Notify, Router
 from gateway.schema import migrate
@@ -36,13 +38,16 @@ from handoff.survey import SurveyService
 from handoff.survey_sms import SurveySmsPolicy
 from profiles import load as load_profile
 from storage.base import utcnow
+from storage.conversations import Message
 from storage.db import UnitOfWork, make_engine, make_sessions
+from storage.outbox import OutboxItem
 
 log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
 OUTBOX = web.AppKey("outbox_worker", OutboxWorker)
 QUEUE_SWEEP_S = 15.0  # how often waiting citizens are checked for a callback order
+HTTP = web.AppKey("http", aiohttp.ClientSession)
 
 
 @web.middleware
@@ -63,8 +68,46 @@ async def errors_middleware(request: web.Request, handler):  # noqa: ANN001, ANN
 
 
 async def healthz(request: web.Request) -> web.Response:
-    bot_ok = await request.app[ROUTER].bot.healthy()
-    return web.json_response({"status": "ok", "bot": "up" if bot_ok else "down"})
+    """Each part the gateway depends on. 503 when messages cannot be kept (database, or Redis when
+    configured): a load balancer should send citizens elsewhere. With the bot down it is 200,
+    "degraded": messages are kept and wait (`waiting_for_bot`) until it answers again."""
+    router, settings = request.app[ROUTER], request.app[SETTINGS]
+    http = request.app[HTTP]
+    parts: dict[str, Any] = {}
+    try:
+        async with router.sessions() as session:
+            parts["waiting_for_bot"] = await session.scalar(
+                select(func.count()).select_from(Message).where(Message.status == "pending_bot"))
+            parts["outbox_backlog"] = await session.scalar(
+                select(func.count()).select_from(OutboxItem).where(OutboxItem.status.in_(UNSENT)))
+        parts["database"] = "up"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: the probe must answer
+        log.warning("healthz: database %s", type(exc).__name__)
+        parts["database"] = "down"
+    if settings.redis_url:
+        try:
+            await router.coordinator.seen("healthz")
+            parts["redis"] = "up"
+        except Exception as exc:  # noqa: BLE001
+            log.warning("healthz: redis %s", type(exc).__name__)
+            parts["redis"] = "down"
+    rasa = await router.bot.health()
+    parts["rasa"] = ["up" if up else "down" for up in rasa]
+    parts["bot"] = "up" if any(rasa) else "down"
+    if settings.action_url:
+        parts["action_server"] = "up" if await _answers(http, f"{settings.action_url}/health") else "down"
+    keeping = parts["database"] == "up" and parts.get("redis", "up") == "up"
+    bot_ok = all(rasa) and parts.get("action_server", "up") == "up"
+    status = "ok" if keeping and bot_ok else "degraded" if keeping else "down"
+    return web.json_response({"status": status, **parts}, status=200 if keeping else 503)
+
+
+async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 def create_app(
@@ -95,7 +138,7 @@ def create_app(
         engine = make_engine(settings.database_url)
         sessions = make_sessions(engine)
         transact = UnitOfWork(sessions)
-        http = aiohttp.ClientSession()
+        app[HTTP] = http = aiohttp.ClientSession()
         coordinator = make_coordinator(settings.redis_url)
         app[SENDERS] = senders = {}
         worker = OutboxWorker(sessions, senders, transact=transact, metrics=metrics, clock=clock)

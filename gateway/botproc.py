@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import ROOT
 
+log = logging.getLogger(__name__)
+Proc = subprocess.Popen[bytes]
 BOT_VENV = Path(os.environ.get("HOTLINE_BOT_VENV", ROOT / ".venv-bot"))
 MODELS = ROOT / "models"
 CACHE = Path(os.environ.get("HOTLINE_MODEL_CACHE", Path.home() / ".cache" / "hotline12345" / "models"))
@@ -103,6 +109,20 @@ def write_endpoints(path: Path, action_port: int, tracker_db: Path | None) -> Pa
     return path
 
 
+def write_cluster_endpoints(path: Path, action_port: int, pg_port: int, pg_db: str, redis_port: int) -> Path:
+    """Rasa servers that share conversations: trackers in PostgreSQL and Rasa's RedisLockStore, so
+    whichever server a message reaches, one turn per conversation runs at a time on the same tracker."""
+    write_endpoints(path, action_port, None)
+    with path.open("a", encoding="utf-8") as out:
+        out.write("\n".join([
+            "tracker_store:", "  type: SQL", "  dialect: postgresql", "  url: 127.0.0.1", f"  port: {pg_port}",
+            "  username: postgres", f"  db: {pg_db}",
+            "lock_store:", "  type: redis", "  url: 127.0.0.1", f"  port: {redis_port}", "  db: 1",
+            "  key_prefix: hotline",
+        ]) + "\n")
+    return path
+
+
 def start_action_server(port: int, log_file: Path | None = None) -> subprocess.Popen[bytes]:
     """rasa_sdk's server, bound to loopback only (its default would be 0.0.0.0)."""
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
@@ -155,6 +175,101 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15) -> None:
         proc.wait()
 
 
+@dataclass
+class Part:
+    """A process of the service (bot, gateway, Redis): started by `launch` on a fixed port, so it comes back where it was."""
+
+    name: str
+    port: int
+    launch: Callable[[], Proc]
+    ready: Callable[[Proc], None]
+    proc: Proc | None = None
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = self.launch()
+        self.ready(self.proc)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown hook runs, as when the machine loses power."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+
+
+class Supervisor:
+    """Brings dead processes back (`hotline run`): a part that exits is started again after a
+    backoff doubling from `base_s` up to `cap_s`; after `max_restarts` restarts in a row without
+    `stable_s` of uptime in between, `on_give_up` is called (the service exits non-zero rather than
+    telling every citizen the bot is busy forever). Messages wait in the database meanwhile."""
+
+    def __init__(
+        self, parts: list[Part], on_give_up: Callable[[Part], None], *, max_restarts: int = 5,
+        base_s: float = 1.0, cap_s: float = 60.0, stable_s: float = 120.0, poll_s: float = 1.0,
+    ) -> None:
+        self.parts, self.on_give_up = parts, on_give_up
+        self.max_restarts, self.base_s, self.cap_s, self.stable_s, self.poll_s = (
+            max_restarts, base_s, cap_s, stable_s, poll_s)
+        self.restarts: dict[str, int] = dict.fromkeys((p.name for p in parts), 0)
+        self.gave_up: Part | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def delay_s(self, restart: int) -> float:
+        """The wait before the `restart`-th restart in a row (1-based)."""
+        return min(self.cap_s, self.base_s * 2 ** (restart - 1))
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        started = {p.name: time.monotonic() for p in self.parts}
+        in_a_row = dict.fromkeys(started, 0)
+        while not self._stop.wait(self.poll_s):
+            for part in self.parts:
+                if part.proc is None or part.proc.poll() is None:
+                    continue
+                if time.monotonic() - started[part.name] >= self.stable_s:
+                    in_a_row[part.name] = 0
+                in_a_row[part.name] += 1
+                if in_a_row[part.name] > self.max_restarts:
+                    log.error("%s exited %d times in a row; giving up", part.name, self.max_restarts + 1)
+                    self.gave_up = part
+                    self.on_give_up(part)
+                    return
+                delay = self.delay_s(in_a_row[part.name])
+                log.warning("%s exited with code %s; starting it again in %.0fs", part.name,
+                            part.proc.returncode, delay)
+                if self._stop.wait(delay):
+                    return
+                started[part.name] = time.monotonic()
+                self.restarts[part.name] += 1
+                try:
+                    part.start()
+                except BotSetupError as exc:  # it died again while starting: the next pass counts it
+                    log.warning("%s did not come back: %s", part.name, exc)
+
+
+def exit_service(part: Part) -> None:
+    """`on_give_up` for a service process: stop it (SIGTERM to ourselves) as an operator would."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now, for the bot's processes and test servers."""
     with socket.socket() as s:
@@ -164,23 +279,30 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def bot_servers(
-    rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None, auth_token: str = ""
+    rasa_port: int, action_port: int, tracker_db: Path | None, logs: Path | None, auth_token: str = "",
+    supervise: Callable[[Part], None] | None = None, max_restarts: int = 5,
 ) -> Iterator[str]:
     """Start the action server and the Rasa server on loopback; stop both on exit (`hotline run`,
-    `hotline classify` and the test suite)."""
+    `hotline classify` and the test suite). `supervise`: restart either when it dies, and call
+    this when one keeps dying (see Supervisor)."""
     model = ensure_model()
     endpoints = write_endpoints(ROOT / "var" / f"endpoints-{rasa_port}.yml", action_port, tracker_db)
-    actions = rasa = None
+    actions = Part("action server", action_port,
+                   lambda: start_action_server(action_port, logs / "actions.log" if logs else None),
+                   lambda proc: wait_http(f"http://127.0.0.1:{action_port}/health", 120, proc))
+    rasa = Part("rasa", rasa_port,
+                lambda: start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None, auth_token),
+                lambda proc: wait_http(f"http://127.0.0.1:{rasa_port}/", 300, proc))
     try:
-        actions = start_action_server(action_port, logs / "actions.log" if logs else None)
-        rasa = start_rasa_server(model, rasa_port, endpoints, logs / "rasa.log" if logs else None, auth_token)
+        actions.proc, rasa.proc = actions.launch(), rasa.launch()
         print("starting the bot (Rasa loads TensorFlow and the model: about a minute)...", flush=True)
-        wait_http(f"http://127.0.0.1:{action_port}/health", 120, actions)
-        wait_http(f"http://127.0.0.1:{rasa_port}/", 300, rasa)
-        yield f"http://127.0.0.1:{rasa_port}"
+        actions.ready(actions.proc)
+        rasa.ready(rasa.proc)
+        with Supervisor([actions, rasa], supervise, max_restarts=max_restarts) if supervise else contextlib.nullcontext():
+            yield f"http://127.0.0.1:{rasa_port}"
     finally:
-        stop(rasa)
-        stop(actions)
+        rasa.stop()
+        actions.stop()
 
 
 if __name__ == "__main__":  # `python -m gateway.botproc` trains the model if needed

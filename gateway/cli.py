@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.botproc import bot_servers, free_port
+from gateway.botproc import Part, bot_servers, exit_service, free_port
 from gateway.config import ROOT, Settings
 
 # The real-letter dev set lives beside the repository (evaluation data, never committed).
@@ -36,8 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if refused := _refusal(base):
         return refused
     token = base.rasa_token or secrets.token_urlsafe(24)
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, token) as rasa_url:
-        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url, "rasa_token": token})
+    gave_up: list[str] = []
+
+    def give_up(part: Part) -> None:
+        gave_up.append(part.name)
+        exit_service(part)
+
+    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, token, supervise=give_up,
+                     max_restarts=args.max_restarts) as rasa_url:
+        settings = Settings(**{**base.__dict__, "rasa_url": rasa_url, "rasa_token": token,
+                               "action_url": f"http://127.0.0.1:{args.action_port}"})
         print(
             f"\n  chat page     http://127.0.0.1:{settings.port}/\n"
             f"  REST webhook  http://127.0.0.1:{settings.port}/webhooks/rest/webhook\n"
@@ -47,6 +55,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             flush=True,
         )
         serve_gateway(settings, print=None)
+    if gave_up:
+        print(f"hotline run: {gave_up[0]} kept dying (see var/*.log); stopped", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -162,6 +173,13 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         return 0
 
     return _database_command(work, "tokens", (tokens.TokenError,))
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """The production shape on this machine, for rehearsals and the fault matrix (docs/reliability.md)."""
+    from gateway import cluster
+
+    return cluster.main(args.gateways, args.rasa)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -421,8 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="train if needed, start Rasa, the action server and the gateway")
     run.add_argument("--rasa-port", type=int, default=5005)
     run.add_argument("--action-port", type=int, default=5055)
+    run.add_argument("--max-restarts", type=int, default=5,
+                     help="restarts in a row of a dying bot process before the service stops with exit code 1")
     run.set_defaults(func=cmd_run)
     sub.add_parser("serve", help="the gateway only (Rasa at HOTLINE_RASA_URL)").set_defaults(func=cmd_serve)
+    cluster = sub.add_parser("cluster", help="gateway replicas, Rasa servers, redis and PostgreSQL on loopback")
+    cluster.add_argument("--gateways", type=int, default=2)
+    cluster.add_argument("--rasa", type=int, default=2)
+    cluster.set_defaults(func=cmd_cluster)
     train = sub.add_parser("train", help="train the bot model if the training data changed")
     train.add_argument("--force", action="store_true")
     train.set_defaults(func=cmd_train)

@@ -29,7 +29,8 @@ def _int(name: str, default: int) -> int:
 class Settings:
     database_url: str = f"sqlite+aiosqlite:///{ROOT / 'var' / 'hotline.db'}"
     redis_url: str | None = None
-    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_url: str = "http://127.0.0.1:5005"  # several, comma-separated: servers sharing a tracker store
+    action_url: str = ""  # the action server, for /healthz only; empty = not checked
     rasa_token: str = ""  # Rasa's --auth-token (`hotline run` makes one per start when unset)
     # Key of the HMAC that names each citizen's Rasa tracker; empty = a random key kept in var/tracker.key
     # (one host). Replicas on several hosts must share it; changing it starts every tracker afresh.
@@ -101,11 +102,14 @@ class Settings:
         if self.tracker_secret:
             return self.tracker_secret.encode()
         path = ROOT / "var" / "tracker.key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError), os.fdopen(
-                    os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        if not path.exists():  # written whole, then linked into place: a replica starting at the
+            path.parent.mkdir(parents=True, exist_ok=True)  # same moment never reads a half-written key
+            draft = path.with_name(f".tracker.key.{os.getpid()}")
+            with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
                 out.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)
+            draft.unlink()
         return path.read_text().strip().encode()
 
     @classmethod
@@ -117,6 +121,7 @@ class Settings:
             rasa_token=os.environ.get("HOTLINE_RASA_TOKEN", cls.rasa_token),
             tracker_secret=os.environ.get("HOTLINE_TRACKER_SECRET", cls.tracker_secret),
             tracker_db_url=os.environ.get("HOTLINE_TRACKER_DB_URL", cls.tracker_db_url),
+            action_url=os.environ.get("HOTLINE_ACTION_URL", cls.action_url).rstrip("/"),
             profile=os.environ.get("HOTLINE_PROFILE", cls.profile),
             api_token=os.environ.get("HOTLINE_API_TOKEN", cls.api_token),
             host=os.environ.get("HOTLINE_HOST", cls.host),

@@ -133,7 +133,12 @@ class OutboxWorker:
     async def _attempt(self, item: OutboxItem) -> int:
         sender = self.senders[item.channel]
         try:
-            result = await sender.send(item)
+            # Within half the lease: a provider that hangs past it would let another worker lease
+            # the item and send it a second time while this attempt still runs.
+            async with asyncio.timeout(self.lease_s / 2):
+                result = await sender.send(item)
+        except TimeoutError:
+            result = SendResult("retry", error=f"no answer within {self.lease_s / 2:.0f}s")
         except Exception as exc:  # a sender bug must not stop the queue; the item is retried
             log.exception("outbox %s: sender for %s raised", item.id, item.channel)
             result = SendResult("retry", error=f"{type(exc).__name__}: {exc}")
@@ -152,7 +157,8 @@ class OutboxWorker:
         if result.outcome != "sent":
             log.warning("outbox %s (%s): %s after %d attempts: %s", item.id, item.channel,
                         values["status"], item.attempts, result.error)
-        record = update(OutboxItem).where(OutboxItem.id == item.id).values(**values)
+        # Only while this attempt's lease is the item's latest: a stale outcome never overwrites a newer one.
+        record = update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.attempts == item.attempts).values(**values)
         await self.transact(lambda session: session.execute(record))
         return 1 if result.outcome == "sent" else 0
 

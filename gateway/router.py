@@ -405,7 +405,8 @@ class Router:
                 async with self._conversation_lock(conv.channel, conv.sender_id):
                     # read under the lock: another task may have answered
                     _, to_answer = await self.transact(functools.partial(self._open_messages, conv=conv))
-                    await self._answer(conv, to_answer, delivered=False)
+                    replies = await self._answer(conv, to_answer, delivered=False)
+                await self._push_later(conv, [m.id for m in to_answer], replies)
             except Exception as exc:  # noqa: BLE001 - one conversation must not stop the others' recovery
                 log.error("recovering conversation %s failed (%s); the others go on", conv_id, type(exc).__name__)
         return len(conv_ids)
@@ -762,13 +763,18 @@ class Router:
                 if (current.payload or {}).get("failed_attempts", 0) != before and not replies:
                     continue  # failed this time; tried again next pass, at most MAX_ATTEMPTS times
             done += 1
-            pushed = self.notify is not None and await self.notify(conv.channel, conv.sender_id, replies)
-            if pushed:
-                async with self.sessions() as session:
-                    await session.execute(
-                        update(Message)
-                        .where(Message.reply_to == inbound.id, Message.status == "queued")
-                        .values(status="delivered")
-                    )
-                    await session.commit()
+            await self._push_later(conv, [inbound.id], replies)
         return done
+
+    async def _push_later(self, conv: Conversation, inbound_ids: list[int], replies: list[Reply]) -> None:
+        """Replies produced after the citizen's request ended (the bot came back, a restart recovered
+        the message) go to their open page; pushed, they are not released again with the next message."""
+        if not replies or self.notify is None or not await self.notify(conv.channel, conv.sender_id, replies):
+            return
+        async with self.sessions() as session:
+            await session.execute(
+                update(Message)
+                .where(Message.reply_to.in_(inbound_ids), Message.status == "queued")
+                .values(status="delivered")
+            )
+            await session.commit()

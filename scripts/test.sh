@@ -25,5 +25,7 @@ echo "==> model and held-out NLU score"
 .venv/bin/hotline train
 .venv/bin/hotline nlu-eval --min-f1 "${HOTLINE_MIN_F1:-0.85}"
 
-echo "==> pytest"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# A random order every run (pytest-randomly); the seed is printed so a failure can be replayed.
+seed="${HOTLINE_TEST_SEED:-$(( (RANDOM << 15) | RANDOM ))}"
+echo "==> pytest (random order, seed $seed: HOTLINE_TEST_SEED=$seed replays it)"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -p randomly --randomly-seed="$seed" "$@"

@@ -7,8 +7,7 @@ import contextlib
 import datetime as dt
 import secrets
 import shutil
-import subprocess
-import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import ROUTER, create_app
 from gateway.botproc import bot_servers, free_port
+from gateway.cluster import PostgresServer, RedisServer, postgres, postgres_available
 from gateway.config import ROOT, Settings
 from gateway.logs import RUNNER_OPTIONS
 from gateway.schema import migrate
@@ -39,24 +39,27 @@ def rasa_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server (Debian package) on a free loopback port, no persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run the tests with `make test`, which installs it")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    import socket
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.stop()
 
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the run (Debian's binaries, as root); tests take a database each."""
+    if not postgres_available():
+        pytest.skip("needs Debian's postgresql binaries and root")
+    with postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh database of this test's own: nothing another test wrote is counted here."""
+    return pg_server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
 def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings:

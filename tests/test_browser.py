@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
 
 from gateway.app import create_app
 from gateway.botproc import free_port
@@ -42,17 +43,51 @@ async def served(tmp_path: Path, rasa_url: str) -> AsyncIterator[tuple[int, Brow
         await runner.cleanup()
 
 
+class Frames:
+    """What the page's WebSocket received from the gateway, one list of reply texts per turn."""
+
+    def __init__(self, page: Page) -> None:
+        self.opened = asyncio.Event()
+        self.replies: list[str] = []
+        self.done = 0
+        self._changed = asyncio.Event()
+        page.on("websocket", self._socket)
+
+    def _socket(self, ws: WebSocket) -> None:
+        self.opened.set()
+        ws.on("framereceived", self._frame)
+
+    def _frame(self, payload: str | bytes) -> None:
+        frame = json.loads(payload)
+        if frame["type"] == "reply":
+            self.replies.append(frame["text"])
+        elif frame["type"] == "done":
+            self.done += 1
+            self._changed.set()
+
+    async def turn(self, done_before: int) -> str:
+        """The replies of the turn that ends with the next "done" frame."""
+        async with asyncio.timeout(30):
+            while self.done <= done_before:
+                self._changed.clear()
+                await self._changed.wait()
+        return "\n".join(self.replies)
+
+
 async def test_whole_intake_in_the_browser(served: tuple[int, Browser], tmp_path: Path) -> None:
     port, browser = served
     page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone screen
+    frames = Frames(page)
     await page.goto(f"http://127.0.0.1:{port}/")
-    await expect(page.locator(".msg.bot").first).to_contain_text("12345")
+    await asyncio.wait_for(frames.opened.wait(), 10)
     bots = page.locator(".msg.bot")
 
     async def say(text: str, expect_text: str) -> None:
-        count = await bots.count()
+        """The bot's answer arrives over the WebSocket and is shown on the page."""
+        count, done, frames.replies = await bots.count(), frames.done, []
         await page.fill("#input", text)
         await page.keyboard.press("Enter")
+        assert expect_text in await frames.turn(done), frames.replies
         await expect(bots.nth(count)).to_be_visible(timeout=30_000)
         await expect(bots.last).to_contain_text(expect_text, timeout=30_000)
 
@@ -62,7 +97,9 @@ async def test_whole_intake_in_the_browser(served: tuple[int, Browser], tmp_path
     await expect(page.locator(".msg.me").last).to_have_text("<b>李女士</b>")  # shown as text
     await expect(page.locator(".msg b")).to_have_count(0)
     await say("李女士", "请核对")
+    done, frames.replies = frames.done, []
     await page.get_by_role("button", name="确认提交").last.click()
+    assert "工单号" in await frames.turn(done), frames.replies
     await expect(bots.last).to_contain_text("工单号", timeout=30_000)
     receipt = await bots.last.inner_text()
     assert re.search(r"JY\d{14}", receipt)

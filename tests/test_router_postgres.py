@@ -6,17 +6,16 @@ workers keeping a conversation's replies in order."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bench.postgres import available as postgres_available
-from bench.postgres import postgres
 from common.messages import InboundMessage
 from gateway.bot_client import RasaClient
+from gateway.cluster import postgres_available
 from gateway.coordination import LocalCoordinator
 from gateway.outbox import OutboxWorker
 from gateway.router import Router
@@ -29,12 +28,6 @@ from tests.outbox_stand_ins import ScriptedProvider, replies
 from tests.wechat_api_server import SlowBot
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs Debian's postgresql binaries and root")
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres() as url:
-        yield url
 
 
 @pytest.fixture
