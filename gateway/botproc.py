@@ -118,7 +118,8 @@ def start_rasa_server(
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [
-            str(bot_bin("rasa")), "run", "--enable-api", "-m", str(model),
+            # Rasa's CLI with one fix for its cost per action call (bot/rasa_server.py).
+            str(bot_bin("python")), "-m", "bot.rasa_server", "run", "--enable-api", "-m", str(model),
             "-i", "127.0.0.1", "-p", str(port),
             "--endpoints", str(endpoints), "--credentials", "bot/credentials.yml",
         ],
