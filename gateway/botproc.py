@@ -103,6 +103,20 @@ def write_endpoints(path: Path, action_port: int, tracker_db: Path | None) -> Pa
     return path
 
 
+def write_cluster_endpoints(path: Path, action_port: int, pg_port: int, pg_db: str, redis_port: int) -> Path:
+    """Rasa servers that share conversations: trackers in PostgreSQL and Rasa's RedisLockStore, so
+    whichever server a message reaches, one turn per conversation runs at a time on the same tracker."""
+    write_endpoints(path, action_port, None)
+    with path.open("a", encoding="utf-8") as out:
+        out.write("\n".join([
+            "tracker_store:", "  type: SQL", "  dialect: postgresql", "  url: 127.0.0.1", f"  port: {pg_port}",
+            "  username: postgres", f"  db: {pg_db}",
+            "lock_store:", "  type: redis", "  url: 127.0.0.1", f"  port: {redis_port}", "  db: 1",
+            "  key_prefix: hotline",
+        ]) + "\n")
+    return path
+
+
 def start_action_server(port: int, log_file: Path | None = None) -> subprocess.Popen[bytes]:
     """rasa_sdk's server, bound to loopback only (its default would be 0.0.0.0)."""
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process

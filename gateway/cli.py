@@ -80,6 +80,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """The production shape on this machine, for rehearsals and the fault matrix (docs/reliability.md)."""
+    from gateway import cluster
+
+    return cluster.main(args.gateways, args.rasa)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from gateway import botproc
 
@@ -332,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--action-port", type=int, default=5055)
     run.set_defaults(func=cmd_run)
     sub.add_parser("serve", help="the gateway only (Rasa at HOTLINE_RASA_URL)").set_defaults(func=cmd_serve)
+    cluster = sub.add_parser("cluster", help="gateway replicas, Rasa servers, redis and PostgreSQL on loopback")
+    cluster.add_argument("--gateways", type=int, default=2)
+    cluster.add_argument("--rasa", type=int, default=2)
+    cluster.set_defaults(func=cmd_cluster)
     train = sub.add_parser("train", help="train the bot model if the training data changed")
     train.add_argument("--force", action="store_true")
     train.set_defaults(func=cmd_train)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import ROUTER, create_app
 from gateway.botproc import bot_servers, free_port
+from gateway.cluster import RedisServer
 from gateway.config import ROOT, Settings
 from gateway.logs import RUNNER_OPTIONS
 from gateway.schema import migrate
@@ -37,24 +36,12 @@ def rasa_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server (Debian package) on a free loopback port, no persistence."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run the tests with `make test`, which installs it")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    import socket
-
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    server = RedisServer()
+    server.start()
+    yield server.url
+    server.stop()
 
 
 def settings_for(tmp_path: Path, rasa_url: str, **overrides: object) -> Settings:

@@ -6,11 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import socket
 import sqlite3
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +16,7 @@ from sqlalchemy import select
 
 from common.messages import InboundMessage, NotKept
 from gateway.botproc import free_port
+from gateway.cluster import RedisServer
 from storage.conversations import Message
 from tests.conftest import gateway_client, router_of, settings_for
 
@@ -100,36 +97,6 @@ async def test_accepted_message_on_a_locked_database_is_not_kept_and_retry_is_ta
         assert await router.accept(msg) is not None
         assert await router.accept(msg) is None  # now it is a duplicate
         assert await inbound_texts(client) == ["井盖丢了"]
-
-
-class RedisServer:
-    """A redis-server of this test's own, to stop and start again on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return
-            time.sleep(0.05)
-        raise TimeoutError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 async def test_redis_stopped_mid_conversation_says_not_kept_and_the_retry_is_taken(tmp_path: Path) -> None:
