@@ -32,7 +32,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
     base = Settings.from_env()
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var) as rasa_url:
+    # Rasa's trackers in memory: a SQL store on SQLite ran its queries inside Rasa's event loop, a third of
+    # Rasa's CPU per turn (docs/benchmarks.md); what a restart loses is in docs/operations.md.
+    with bot_servers(args.rasa_port, args.action_port, None, var) as rasa_url:
         settings = Settings(**{**base.__dict__, "rasa_url": rasa_url})
         print(
             f"\n  chat page     http://127.0.0.1:{settings.port}/\n"
