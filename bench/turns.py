@@ -13,7 +13,7 @@ slow phase of a shared machine hits both alike; the ratio (ours ÷ the reference
 - whole conversations: four turns each (ours: complaint, phone, 匿名, confirm → a work order;
   the reference: greet, complaint, thanks, goodbye).
 
-`--rasa N` (N > 1) runs ours as the production shape instead (gateway.cluster: N Rasa servers sharing
+`--rasa N` runs ours as the production shape instead (gateway.cluster: N Rasa servers sharing
 a PostgreSQL tracker store and Rasa's RedisLockStore, one action server, the gateway on PostgreSQL).
 """
 
@@ -106,18 +106,21 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--conversations", type=int, default=60,
                         help="whole conversations per side and level, at least (first turns: four times as many)")
+    parser.add_argument("--tracker-store", choices=["postgresql", "redis"], default="postgresql",
+                        help="Rasa's shared tracker store with --rasa")
     parser.add_argument("--bot-concurrency", type=int, default=4, help="HOTLINE_BOT_CONCURRENCY of the gateway, per Rasa")
-    parser.add_argument("--rasa", type=int, default=1, help="Rasa servers; more than 1: the production shape")
+    parser.add_argument("--rasa", type=int, default=0,
+                        help="N Rasa servers in the production shape (gateway.cluster); 0: the default set-up")
     args = parser.parse_args()
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     with reference_server(logs) as (reference, reference_url):
-        if args.rasa > 1:
+        if args.rasa:
             from gateway.cluster import start_cluster
 
-            with start_cluster(gateways=1, rasa=args.rasa, logs=logs / "cluster",
+            with start_cluster(gateways=1, rasa=args.rasa, logs=logs / "cluster", tracker_store=args.tracker_store,
                                HOTLINE_BOT_CONCURRENCY=str(args.bot_concurrency)) as cluster:
-                print(f"ours: {args.rasa} Rasa servers (PostgreSQL tracker store, RedisLockStore), one action server, "
+                print(f"ours: {args.rasa} Rasa servers ({args.tracker_store} tracker store, RedisLockStore), one action server, "
                       "one gateway on PostgreSQL\n" + HEADER, flush=True)
                 asyncio.run(compare(reference_url, f"{cluster.gateway_urls[0]}/webhooks/rest/webhook",
                                     args.levels, args.conversations))
