@@ -8,7 +8,7 @@ against the same schema, with the same error (and the same message Rasa adds to 
 schema's own check runs once, at start.
 
 Rasa also opens a new HTTP session, so a new TCP connection, for every call to the action server:
-an eighth of its CPU on a form turn. Here the sessions share one connection pool. A connection idle
+6 % of its CPU on a form turn. Here the sessions share one connection pool. A connection idle
 for 2 s is closed by us before the action server (sanic: 5 s) can close it under a request.
 """
 
