@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -62,12 +63,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def conversation(http: aiohttp.ClientSession, url: str, gateway: bool) -> list[float]:
+async def conversation(
+    http: aiohttp.ClientSession, url: str, gateway: bool, turns: Sequence[str] = TURNS
+) -> list[float]:
     """Each turn's latency in seconds, in turn order."""
     sender = f"bench-{uuid.uuid4().hex[:10]}"
     phone = f"138{random.randrange(10**8):08d}"
     latencies = []
-    for i, text in enumerate(TURNS):
+    for i, text in enumerate(turns):
         body: dict[str, object] = {"sender": sender, "message": text.format(phone=phone)}
         if gateway:
             body["message_id"] = f"{sender}-{i}"
@@ -82,16 +85,17 @@ async def conversation(http: aiohttp.ClientSession, url: str, gateway: bool) -> 
 class Side:
     """One target's samples over all its chunks."""
 
-    def __init__(self, url: str, gateway: bool) -> None:
-        self.url, self.gateway = url, gateway
+    def __init__(self, url: str, gateway: bool, turns: Sequence[str] = TURNS) -> None:
+        self.url, self.gateway, self.turns = url, gateway, turns
         self.latencies: list[float] = []
-        self.by_turn: list[list[float]] = [[] for _ in TURNS]
+        self.by_turn: list[list[float]] = [[] for _ in turns]
         self.conversations: list[list[float]] = []  # in the order they ran, for pairing with the other side
         self.busy_s = 0.0
 
     async def chunk(self, http: aiohttp.ClientSession, concurrency: int) -> None:
         started = time.perf_counter()
-        results = await asyncio.gather(*(conversation(http, self.url, self.gateway) for _ in range(concurrency)))
+        results = await asyncio.gather(*(conversation(http, self.url, self.gateway, self.turns)
+                                         for _ in range(concurrency)))
         self.busy_s += time.perf_counter() - started
         self.latencies += [x for r in results for x in r]
         self.conversations += results
@@ -199,38 +203,61 @@ def main() -> None:
         bench(args, pg_url)
 
 
+@contextlib.contextmanager
+def gateway_process(
+    rasa_url: str, database_url: str, bot_concurrency: int, logs: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The gateway as deployed (`hotline serve`, its own process) in front of `rasa_url`, and its
+    REST webhook's URL; this process stays the client only."""
+    port = free_port()
+    env = os.environ | {
+        "HOTLINE_DATABASE_URL": database_url, "HOTLINE_RASA_URL": rasa_url,
+        "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port),
+        "HOTLINE_BOT_CONCURRENCY": str(bot_concurrency), "HOTLINE_API_TOKEN": TOKEN,
+    }
+    with (logs / "bench-gateway.log").open("wb") as log:
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            asyncio.run(wait_up(f"http://127.0.0.1:{port}/healthz", gateway))
+            yield gateway, f"http://127.0.0.1:{port}/webhooks/rest/webhook"
+        finally:
+            gateway.terminate()
+            gateway.wait()
+
+
+def print_rss(gateway: subprocess.Popen[bytes], rasa_ports: Sequence[int], action_port: int) -> float:
+    """Every process's RSS in MB; returns the set-up's total (gateway, Rasa servers, action server)."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    print("\nRSS after the run:")
+    total = rss_mb(gateway.pid)
+    print(f"  gateway         {total:8.0f} MB")
+    print(f"  bench client    {rss_mb(os.getpid()):8.0f} MB")
+    for line in out.splitlines():
+        pid, _, cmd = line.strip().partition(" ")
+        if any(f"-p {port} " in f"{cmd} " for port in rasa_ports):
+            total += (mb := rss_mb(int(pid)))
+            print(f"  rasa server     {mb:8.0f} MB")
+        elif f"--port {action_port}" in cmd:
+            total += (mb := rss_mb(int(pid)))
+            print(f"  action server   {mb:8.0f} MB")
+    print(f"  set-up total    {total:8.0f} MB")
+    return total
+
+
 def bench(args: argparse.Namespace, pg_url: str | None) -> None:
     logs = ROOT / "var" / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
-    rasa_port, action_port, port = free_port(), free_port(), free_port()
-    with bot_servers(rasa_port, action_port, None, logs) as rasa_url:
-        env = os.environ | {
-            "HOTLINE_DATABASE_URL": pg_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "HOTLINE_RASA_URL": rasa_url,
-            "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port),
-            "HOTLINE_BOT_CONCURRENCY": str(args.bot_concurrency), "HOTLINE_API_TOKEN": TOKEN,
-        }
-        with (logs / "bench-gateway.log").open("wb") as log:
-            gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=ROOT,
-                                       stdout=log, stderr=subprocess.STDOUT)
-            try:
-                asyncio.run(wait_up(f"http://127.0.0.1:{port}/healthz", gateway))
-                print(f"gateway: separate process, {'PostgreSQL' if pg_url else 'SQLite'}, "
-                      f"HOTLINE_BOT_CONCURRENCY={args.bot_concurrency}")
-                asyncio.run(run(args.levels, args.chunks, args.conversations, rasa_url, f"http://127.0.0.1:{port}/webhooks/rest/webhook"))
-                out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-                print("\nRSS after the run:")
-                print(f"  gateway         {rss_mb(gateway.pid):8.0f} MB")
-                print(f"  bench client    {rss_mb(os.getpid()):8.0f} MB")
-                for line in out.splitlines():
-                    pid, _, cmd = line.strip().partition(" ")
-                    if f"-p {rasa_port}" in cmd:
-                        print(f"  rasa server     {rss_mb(int(pid)):8.0f} MB")
-                    elif f"--port {action_port}" in cmd:
-                        print(f"  action server   {rss_mb(int(pid)):8.0f} MB")
-            finally:
-                gateway.terminate()
-                gateway.wait()
+    rasa_port, action_port = free_port(), free_port()
+    with (
+        bot_servers(rasa_port, action_port, None, logs) as rasa_url,
+        gateway_process(rasa_url, pg_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}", args.bot_concurrency, logs) as (gateway, gateway_url),
+    ):
+        print(f"gateway: separate process, {'PostgreSQL' if pg_url else 'SQLite'}, "
+              f"HOTLINE_BOT_CONCURRENCY={args.bot_concurrency}")
+        asyncio.run(run(args.levels, args.chunks, args.conversations, rasa_url, gateway_url))
+        print_rss(gateway, [rasa_port], action_port)
 
 
 if __name__ == "__main__":

@@ -109,14 +109,23 @@ def write_endpoints(path: Path, action_port: int, tracker_db: Path | None) -> Pa
     return path
 
 
-def write_cluster_endpoints(path: Path, action_port: int, pg_port: int, pg_db: str, redis_port: int) -> Path:
-    """Rasa servers that share conversations: trackers in PostgreSQL and Rasa's RedisLockStore, so
-    whichever server a message reaches, one turn per conversation runs at a time on the same tracker."""
+def write_cluster_endpoints(
+    path: Path, action_port: int, pg_port: int, pg_db: str, redis_port: int, tracker_store: str = "postgresql"
+) -> Path:
+    """Rasa servers that share conversations: trackers in PostgreSQL (or Redis) and Rasa's RedisLockStore,
+    so whichever server a message reaches, one turn per conversation runs at a time on the same tracker.
+    Rasa's SQL store runs its queries synchronously inside Rasa's event loop; the Redis store reads and
+    writes one key per turn (docs/benchmarks.md compares them)."""
     write_endpoints(path, action_port, None)
+    if tracker_store == "redis":
+        tracker = ["tracker_store:", "  type: redis", "  url: 127.0.0.1", f"  port: {redis_port}", "  db: 2",
+                   "  key_prefix: hotline"]
+    else:
+        tracker = ["tracker_store:", "  type: SQL", "  dialect: postgresql", "  url: 127.0.0.1", f"  port: {pg_port}",
+                   "  username: postgres", f"  db: {pg_db}"]
     with path.open("a", encoding="utf-8") as out:
         out.write("\n".join([
-            "tracker_store:", "  type: SQL", "  dialect: postgresql", "  url: 127.0.0.1", f"  port: {pg_port}",
-            "  username: postgres", f"  db: {pg_db}",
+            *tracker,
             "lock_store:", "  type: redis", "  url: 127.0.0.1", f"  port: {redis_port}", "  db: 1",
             "  key_prefix: hotline",
         ]) + "\n")
@@ -139,7 +148,8 @@ def start_rasa_server(
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [
-            str(bot_bin("rasa")), "run", "--enable-api", "-m", str(model),
+            # Rasa's CLI with one fix for its cost per action call (bot/rasa_server.py).
+            str(bot_bin("python")), "-m", "bot.rasa_server", "run", "--enable-api", "-m", str(model),
             "-i", "127.0.0.1", "-p", str(port),
             "--endpoints", str(endpoints), "--credentials", "bot/credentials.yml",
             *(["--auth-token", auth_token] if auth_token else []),

@@ -42,7 +42,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         gave_up.append(part.name)
         exit_service(part)
 
-    with bot_servers(args.rasa_port, args.action_port, var / "rasa_tracker.db", var, token, supervise=give_up,
+    # Rasa's trackers in memory: a SQL store on SQLite ran its queries inside Rasa's event loop, a third of
+    # Rasa's CPU per turn (docs/benchmarks.md); what a restart loses is in docs/operations.md.
+    with bot_servers(args.rasa_port, args.action_port, None, var, token, supervise=give_up,
                      max_restarts=args.max_restarts) as rasa_url:
         settings = Settings(**{**base.__dict__, "rasa_url": rasa_url, "rasa_token": token,
                                "action_url": f"http://127.0.0.1:{args.action_port}"})

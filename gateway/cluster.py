@@ -176,7 +176,8 @@ def _gateway_part(name: str, port: int, env: dict[str, str], log: Path) -> Part:
 
 @contextlib.contextmanager
 def start_cluster(
-    gateways: int = 2, rasa: int = 2, actions: int = 1, logs: Path | None = None, **gateway_settings: str
+    gateways: int = 2, rasa: int = 2, actions: int = 1, logs: Path | None = None, tracker_store: str = "postgresql",
+    **gateway_settings: str,
 ) -> Iterator[Cluster]:
     """Start every part on loopback, wait until each answers, stop them all on exit.
     `gateway_settings`: extra HOTLINE_* variables for the gateways (e.g. HOTLINE_RETRY_INTERVAL_S)."""
@@ -197,7 +198,8 @@ def start_cluster(
             action = Part("actions", action_port,
                           lambda: start_action_server(action_port, logs / "actions.log"),
                           lambda proc: wait_http(f"http://127.0.0.1:{action_port}/health", 120, proc))
-            endpoints = write_cluster_endpoints(logs / "endpoints.yml", action_port, pg.port, "rasa", redis.port)
+            endpoints = write_cluster_endpoints(logs / "endpoints.yml", action_port, pg.port, "rasa", redis.port,
+                                                tracker_store)
             shared = {"HOTLINE_RASA_TOKEN": secrets.token_urlsafe(24), "HOTLINE_TRACKER_SECRET": secrets.token_hex(32)}
             servers = [_rasa_part(f"rasa{i + 1}", model, endpoints, logs, shared["HOTLINE_RASA_TOKEN"])
                        for i in range(rasa)]

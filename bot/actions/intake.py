@@ -102,8 +102,16 @@ def needed_facts(profile: Profile, tracker: Tracker) -> list[str]:
     return [slot for slot in FACT_SLOTS if slot in needed]
 
 
-def reset_intake() -> list[EventType]:
-    return [SlotSet(slot, None) for slot in INTAKE_SLOTS]
+def fresh_intake(tracker: Tracker, values: dict[str, Any] | None = None) -> list[EventType]:
+    """The events that leave every intake slot empty but `values`: a SlotSet only for a slot that
+    changes. Rasa validates and stores every event an action returns (each SlotSet against its whole
+    event schema), so a first message that cleared all the intake slots cost more than its NLU."""
+    wanted = dict.fromkeys(INTAKE_SLOTS) | (values or {})
+    return [SlotSet(slot, value) for slot, value in wanted.items() if tracker.get_slot(slot) != value]
+
+
+def reset_intake(tracker: Tracker) -> list[EventType]:
+    return fresh_intake(tracker)
 
 
 def utter_referral(dispatcher: CollectingDispatcher, verdict: Verdict) -> None:
@@ -145,7 +153,7 @@ class ActionStartIntake(Action):
                 ranking = {"intent_ranking": [{"name": tracker.get_slot("pending_kind") or "help", "confidence": 1.0}]}
                 combined = pending if intent == "deny" and len(text) < 12 else f"{pending}；{text}"
                 verdict = screen(combined, ranking, profile, danger_denied=True)
-                return [*clear, *self.start(dispatcher, tracker, profile, combined, verdict)]
+                return [*clear, *await self.start(dispatcher, tracker, domain, profile, combined, verdict)]
             events = clear
         else:
             events = []
@@ -157,16 +165,17 @@ class ActionStartIntake(Action):
             utter_referral(dispatcher, verdict)
             kind = best_request_kind(text, tracker.latest_message)
             return [*events, SlotSet("pending_request", facts.normalize(text)[:2000]), SlotSet("pending_kind", kind)]
-        return [*events, *self.start(dispatcher, tracker, profile, text, verdict)]
+        return [*events, *await self.start(dispatcher, tracker, domain, profile, text, verdict)]
 
-    def start(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile, text: str, verdict: Verdict
+    async def start(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict, profile: Profile, text: str,
+        verdict: Verdict,
     ) -> list[EventType]:
         """Refer, answer from the knowledge base, or open the intake form for a screened message."""
         if verdict.reason is not None:
             message = verdict.message or "抱歉，该事项不属于12345热线受理范围。"
             dispatcher.utter_message(text=message, json_message=screened_payload(verdict))
-            return reset_intake()
+            return reset_intake(tracker)
         if verdict.category is None:
             intent = (tracker.latest_message.get("intent") or {}).get("name")
             kind = best_request_kind(text, tracker.latest_message)
@@ -183,32 +192,26 @@ class ActionStartIntake(Action):
                     text=f"{entry.answer}\n\n如果这没有解决您的问题，请继续描述具体情况，我们会为您登记转办。",
                     json_message={"answered": {"kb": entry.id, "score": round(score, 3)}},
                 )
-                return reset_intake()
+                return reset_intake(tracker)
 
         identity = real_name_rule(text, profile)
-        events: list[EventType] = [
-            *reset_intake(),
-            SlotSet("category", verdict.category),
-            SlotSet("urgent", verdict.urgent),
-            SlotSet("urgent_rule", verdict.urgent_rule.id if verdict.urgent_rule else None),
-            SlotSet("real_name_rule", identity.id if identity else None),
-            SlotSet("real_name_required", identity is not None and "name" in identity.facts),
-            SlotSet("confidential", wants_confidentiality(text, profile)),
-            SlotSet("intake_id", uuid.uuid4().hex),
-            SlotSet("anonymous", False),
-            SlotSet("screening_doubt", verdict.doubt),
-        ]
-        if len(facts.normalize(text)) >= MIN_CONTENT_CHARS:
-            events.append(SlotSet("content", facts.normalize(text)[:2000]))
         when = facts.extract_time(text)
-        if when is not None:
-            events.append(SlotSet("event_time", when.display()))
-        place = facts.extract_place(text, profile)
-        if place is not None:
-            events.append(SlotSet("place", place))
-        phone = facts.extract_phone(text)
-        if phone is not None:
-            events.append(SlotSet("phone", phone))
+        values: dict[str, Any] = {
+            "category": verdict.category,
+            "urgent": verdict.urgent,
+            "urgent_rule": verdict.urgent_rule.id if verdict.urgent_rule else None,
+            "real_name_rule": identity.id if identity else None,
+            "real_name_required": identity is not None and "name" in identity.facts,
+            "confidential": wants_confidentiality(text, profile),
+            "intake_id": uuid.uuid4().hex,
+            "anonymous": False,
+            "screening_doubt": verdict.doubt,
+            "content": facts.normalize(text)[:2000] if len(facts.normalize(text)) >= MIN_CONTENT_CHARS else None,
+            "event_time": when.display() if when is not None else None,
+            "place": facts.extract_place(text, profile),
+            "phone": facts.extract_phone(text),
+        }
+        events = fresh_intake(tracker, values)
         label = profile.categories[verdict.category].label
         lines = [f"好的，您的诉求属于“{label}”类。"]
         if verdict.urgent_rule is not None:
@@ -222,11 +225,34 @@ class ActionStartIntake(Action):
         if channel_of(tracker) != "sms":  # on SMS every character is paid for: the questions say it
             lines.append("为了尽快为您办理，还需要确认几项信息。")
         dispatcher.utter_message(text="".join(lines))
-        return [*events, FollowupAction("intake_form")]
+        return [*events, *await open_intake_form(dispatcher, tracker, events, profile, domain)]
 
 
-def end_form() -> list[EventType]:
-    return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
+async def open_intake_form(
+    dispatcher: CollectingDispatcher, tracker: Tracker, events: list[EventType], profile: Profile, domain: DomainDict
+) -> list[EventType]:
+    """Open the intake form here as Rasa's form would: validate the facts the first message gave
+    (the same validate_intake_form, on the tracker Rasa would send it) and ask for the first one
+    missing. This spares Rasa a second call to the action server, a form run and a prediction on
+    every first message. When the form would say something else (a fact rejected, a stop) or has
+    nothing to ask, Rasa's form runs as before."""
+    trial = tracker.copy()
+    trial.add_slots(events)
+    trial.active_loop = {"name": "intake_form"}
+    # Rasa sends the facts already known as the last events of the tracker: they are validated.
+    trial.add_slots([SlotSet(slot, trial.get_slot(slot)) for slot in needed_facts(profile, trial)
+                     if trial.get_slot(slot) is not None])
+    said = CollectingDispatcher()
+    form_events = await ValidateIntakeForm().run(said, trial, domain)
+    asked = next((e["value"] for e in form_events if e.get("event") == "slot" and e.get("name") == "requested_slot"), None)
+    if said.messages or asked is None or f"utter_ask_{asked}" not in domain.get("responses", {}):
+        return [FollowupAction("intake_form")]
+    dispatcher.utter_message(response=f"utter_ask_{asked}")
+    return [ActiveLoop("intake_form"), *form_events, FollowupAction("action_listen")]
+
+
+def end_form(tracker: Tracker) -> list[EventType]:
+    return [*reset_intake(tracker), SlotSet("requested_slot", None), ActiveLoop(None), FollowupAction("action_listen")]
 
 
 def emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
@@ -238,10 +264,10 @@ def emergency_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: 
         return None
     utter_referral(dispatcher, verdict)
     if verdict.ask is None:
-        return end_form()
+        return end_form(tracker)
     # Unsure whether it is happening now: "不是" goes back to the request.
     request = tracker.get_slot("content") or text
-    return [*end_form(), SlotSet("pending_request", request), SlotSet("pending_kind", tracker.get_slot("category"))]
+    return [*end_form(tracker), SlotSet("pending_request", request), SlotSet("pending_kind", tracker.get_slot("category"))]
 
 
 def real_name_declined(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
@@ -262,7 +288,7 @@ def real_name_declined(dispatcher: CollectingDispatcher, tracker: Tracker, profi
         text=profile.real_name.decline_message,
         json_message={"declined": {"rule": rule.id, "article": profile.real_name.article}},
     )
-    return end_form()
+    return end_form(tracker)
 
 
 def outside_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Profile) -> list[EventType] | None:
@@ -277,7 +303,7 @@ def outside_stop(dispatcher: CollectingDispatcher, tracker: Tracker, profile: Pr
         text=rule.message if rule else "该地点不在本热线受理范围内。",
         json_message={"screened": {"reason": "out_of_jurisdiction", "article": rule.article if rule else None}},
     )
-    return end_form()
+    return end_form(tracker)
 
 
 class StoppableForm(FormValidationAction):
@@ -498,7 +524,7 @@ class ActionFinishConfirmation(Action):
             "screening_doubt": tracker.get_slot("screening_doubt"),
         }
         dispatcher.utter_message(json_message={"intake": intake})
-        return reset_intake()
+        return reset_intake(tracker)
 
 
 def _value_in_correction(field: str | None, text: str, profile: Profile) -> str | None:
@@ -525,7 +551,7 @@ class ActionCancelIntake(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         if tracker.active_loop_name or tracker.get_slot("intake_id"):
             dispatcher.utter_message(response="utter_cancelled", json_message={"cancelled": True})
-            return [*reset_intake(), SlotSet("requested_slot", None), ActiveLoop(None)]
+            return [*reset_intake(tracker), SlotSet("requested_slot", None), ActiveLoop(None)]
         text = tracker.latest_message.get("text") or ""
         if facts.extract_order_number(text) or any(w in text for w in ("工单", "单子", "投诉", "举报", "诉求")):
             return [FollowupAction("action_withdraw")]  # 撤回我的投诉 with no form open: a submitted order

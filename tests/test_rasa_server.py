@@ -1,0 +1,57 @@
+"""Rasa's check of the action server's answers, made cheaper in bot/rasa_server.py, still accepts and
+rejects exactly what Rasa's own check does (run in the bot's venv, where Rasa is)."""
+
+import json
+import subprocess
+
+from gateway.botproc import bot_bin, bot_env
+from gateway.config import ROOT
+
+ANSWERS = [
+    {"events": [{"event": "slot", "name": "phone", "value": None}], "responses": []},
+    {"events": [{"event": "slot", "name": "phone", "value": "13800001234", "timestamp": None}]},
+    {"events": [{"event": "active_loop", "name": "intake_form"}, {"event": "followup", "name": "action_listen"}],
+     "responses": [{"response": "utter_ask_phone"}]},
+    {"events": [{"event": "bot", "text": "您好", "data": {}, "metadata": {}}]},
+    {"events": [{"event": "user", "text": "你好", "parse_data": {"intent": {"name": "greet", "confidence": 1.0}}}]},
+    {"events": []},
+    {},
+    # Invalid: a slot without its value, a name that is not text, an unknown event, no event at all,
+    # events that are not a list, a response that is not an object, a user text that is a number.
+    {"events": [{"event": "slot", "name": "phone"}]},
+    {"events": [{"event": "slot", "name": 3, "value": 1}]},
+    {"events": [{"event": "no_such_event"}]},
+    {"events": [{"name": "phone", "value": 1}]},
+    {"events": "slot"},
+    {"responses": [1]},
+    {"events": [{"event": "user", "text": 5}]},
+    [],
+]
+
+CHECK = """
+import json, sys
+from jsonschema import ValidationError
+from rasa.core.actions.action import RemoteAction
+from bot import rasa_server
+
+answers = json.loads(sys.stdin.read())
+out = []
+for answer in answers:
+    verdicts = []
+    for check in (RemoteAction("a", None)._validate_action_result, lambda r: rasa_server.validate_action_result(None, r)):
+        try:
+            verdicts.append(check(answer))
+        except ValidationError as error:
+            verdicts.append(error.message)
+    out.append(verdicts)
+print(json.dumps(out))
+"""
+
+
+def test_cheaper_check_of_action_answers_agrees_with_rasa() -> None:
+    result = subprocess.run([str(bot_bin("python")), "-c", CHECK], input=json.dumps(ANSWERS), cwd=ROOT,
+                            env=bot_env(), capture_output=True, text=True, timeout=300, check=True)
+    verdicts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [rasa for rasa, _ in verdicts].count(True) == 7  # the valid ones above, by Rasa's own check
+    for (rasa, ours), answer in zip(verdicts, ANSWERS, strict=True):
+        assert rasa == ours, answer
