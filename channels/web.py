@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from aiohttp import WSMsgType, web
 from channels.base import ChannelContext, Intake
 from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, InboundMessage, NotKept, Reply
 from gateway import http
+from gateway.coordination import Coordinator
 from gateway.http import json_error, read_limited
 from storage.outbox import Sender
 
@@ -68,22 +68,17 @@ def parse_rest_body(raw: bytes) -> InboundMessage:
 
 class AddressWindow:
     """Messages per client address in the current minute, so a client cannot flood the service by
-    using a new sender id for every message. O(1) per message; memory is one minute's addresses."""
+    using a new sender id for every message. Counted by the coordinator: in Redis when replicas
+    share one, so a client spread over replicas by the balancer gets the limit once, not per replica."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, coordinator: Coordinator | None = None) -> None:
         self.per_minute = per_minute
-        self._started = -60.0
-        self._counts: dict[str, int] = {}
+        self.coordinator = coordinator
 
-    def allow(self, address: str | None) -> bool:
-        if self.per_minute <= 0:
+    async def allow(self, address: str | None) -> bool:
+        if self.per_minute <= 0 or self.coordinator is None:
             return True
-        now = time.monotonic()
-        if now - self._started >= 60:  # a new minute starts with the first message after the last one
-            self._started, self._counts = now, {}
-        key = address or "?"
-        self._counts[key] = self._counts.get(key, 0) + 1
-        return self._counts[key] <= self.per_minute
+        return await self.coordinator.allow(f"web-address:{address or '?'}", self.per_minute, 60)
 
 
 def _frame(reply: Reply) -> dict[str, Any]:
@@ -120,7 +115,7 @@ class WebChannel:
         self._intake = context.intake
         settings = context.settings
         self._origins = frozenset(o.strip().rstrip("/") for o in settings.web_origins.split(",") if o.strip())
-        self._addresses = AddressWindow(settings.web_address_per_minute)
+        self._addresses = AddressWindow(settings.web_address_per_minute, context.coordinator)
 
     async def stop(self) -> None:
         return None
@@ -143,7 +138,7 @@ class WebChannel:
             return json_error(400, str(exc))
         except web.HTTPRequestEntityTooLarge:
             return json_error(413, f"body larger than {self.max_body} bytes")
-        if not self._addresses.allow(request.remote):
+        if not await self._addresses.allow(request.remote):
             return web.json_response({"error": BUSY_TEXT}, status=429, headers={"Retry-After": "60"})
         replies = await self.handle_message(msg)
         return web.json_response([r.as_rest(msg.sender_id) for r in replies])
@@ -175,7 +170,7 @@ class WebChannel:
                 except BadRequest as exc:
                     await ws.send_json({"type": "error", "error": str(exc)})
                     continue
-                if not self._addresses.allow(request.remote):
+                if not await self._addresses.allow(request.remote):
                     await ws.send_json({"type": "error", "error": BUSY_TEXT, "message_id": message_id,
                                         "retry_after": 60})
                     continue

@@ -1,4 +1,5 @@
-"""What several gateway replicas must agree on: one per-conversation turn at a time, one claim per key.
+"""What several gateway replicas must agree on: one per-conversation turn at a time, one claim per key,
+one count per rate limit.
 
 In-process by default (one gateway); Redis when HOTLINE_REDIS_URL is set (several replicas).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -14,6 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 
 class Coordinator(Protocol):
@@ -29,6 +34,11 @@ class Coordinator(Protocol):
     def lock(self, key: str, timeout_s: float = 60.0) -> contextlib.AbstractAsyncContextManager[None]:
         """Serialises work on one conversation across tasks (and replicas, with Redis)."""
 
+    async def allow(self, key: str, limit: int, window_s: int) -> bool:
+        """A rate limit counted in fixed windows of `window_s` (on the wall clock, so replicas share
+        them): True while `key` has had at most `limit` hits in the current window, this one included.
+        True when the count cannot be taken: a limiter never costs a citizen's message."""
+
     async def close(self) -> None: ...
 
 
@@ -39,6 +49,7 @@ class LocalCoordinator:
         # expire is always at a queue's front.
         self._queues: dict[int, OrderedDict[str, float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._windows: dict[int, tuple[int, dict[str, int]]] = {}  # window_s → (window number, hits by key)
 
     def _put_if_absent(self, key: str, value: str, ttl_s: int) -> str | None:
         """None when `key` was free (now ours), else the live claim's value. O(1) amortised: expired
@@ -77,6 +88,16 @@ class LocalCoordinator:
         if not lock.locked() and not getattr(lock, "_waiters", None):
             self._locks.pop(key, None)
 
+    async def allow(self, key: str, limit: int, window_s: int) -> bool:
+        """O(1); memory is the current window's keys (a new window starts with an empty count)."""
+        number = int(time.time()) // window_s
+        started, hits = self._windows.get(window_s, (None, {}))
+        if started != number:
+            hits = {}
+            self._windows[window_s] = (number, hits)
+        hits[key] = hits.get(key, 0) + 1
+        return hits[key] <= limit
+
     async def close(self) -> None:
         return None
 
@@ -98,6 +119,17 @@ class RedisCoordinator:
             return value
         held = await self._redis.get(name)  # SET NX is atomic: this is the first caller's value
         return held.decode() if held is not None else value
+
+    async def allow(self, key: str, limit: int, window_s: int) -> bool:
+        """Redis's fixed-window counter: INCR a key named by the window, which expires with it."""
+        name = f"{self._prefix}rate:{key}:{int(time.time()) // window_s}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                hits, _ = await pipe.incr(name).expire(name, window_s).execute()
+        except (RedisError, OSError) as exc:
+            log.warning("rate limit not counted (let through): redis %s", type(exc).__name__)
+            return True
+        return int(hits) <= limit
 
     @contextlib.asynccontextmanager
     async def lock(self, key: str, timeout_s: float = 60.0) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
+from gateway.botproc import free_port
 from gateway.coordination import LocalCoordinator, RedisCoordinator
 from storage.conversations import Message
 from tests.conftest import Chat, gateway_client, router_of, settings_for
@@ -267,8 +268,17 @@ async def test_websocket_opens_only_from_allowed_origins(tmp_path) -> None:  # n
             await ws.close()
 
 
+async def fresh_window(window_s: int = 60, margin_s: float = 15.0) -> None:
+    """Rate limits count in fixed wall-clock windows: start near a window's start, so one test's
+    hits all fall in the same window."""
+    left = window_s - time.time() % window_s
+    if left < margin_s:
+        await asyncio.sleep(left + 0.05)
+
+
 async def test_rotating_sender_ids_do_not_get_around_the_address_limit(tmp_path) -> None:  # noqa: ANN001
     settings = settings_for(tmp_path, "http://127.0.0.1:9", web_address_per_minute=3)
+    await fresh_window()
     async with gateway_client(settings, background=False) as client:
         statuses = []
         for i in range(4):
@@ -282,3 +292,38 @@ async def test_rotating_sender_ids_do_not_get_around_the_address_limit(tmp_path)
         answer = await asyncio.wait_for(ws.receive_json(), 10)
         assert answer["type"] == "error" and answer["retry_after"] == 60
         await ws.close()
+
+
+async def test_the_address_limit_holds_across_replicas_sharing_redis(tmp_path, redis_url) -> None:  # noqa: ANN001
+    """#14: each replica counted an address on its own, so behind a balancer a client rotating
+    sender ids got the limit once per replica. With Redis the replicas share one count."""
+    settings = settings_for(tmp_path, "http://127.0.0.1:9", redis_url=redis_url, web_address_per_minute=4)
+    await fresh_window()
+    async with gateway_client(settings, background=False) as one, gateway_client(settings, background=False) as two:
+        tag = uuid.uuid4().hex[:6]
+        statuses = []
+        for i in range(8):  # the balancer alternates replicas; the client a new sender id each time
+            replica = (one, two)[i % 2]
+            resp = await replica.post(URL, json={"sender": f"rot-{tag}-{i}", "message": f"第{i}条"})
+            statuses.append(resp.status)
+        assert statuses == [200] * 4 + [429] * 4
+        assert sorted(m.text for m in await stored_inbound(one)) == ["第0条", "第1条", "第2条", "第3条"]
+
+
+async def test_the_address_limit_lets_messages_through_when_redis_is_down(tmp_path, caplog) -> None:  # noqa: ANN001
+    """A limiter never costs a citizen's message: with Redis unreachable, the count is skipped and logged."""
+    dead = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        assert [await dead.allow("web-address:10.0.0.1", 1, 60) for _ in range(3)] == [True] * 3
+    finally:
+        await dead.close()
+    assert "rate limit not counted (let through): redis ConnectionError" in caplog.text
+
+
+async def test_the_local_address_limit_counts_fixed_windows() -> None:
+    coordinator = LocalCoordinator()
+    await fresh_window(1, 0.5)
+    assert [await coordinator.allow("a", 2, 1) for _ in range(3)] == [True, True, False]
+    assert await coordinator.allow("b", 2, 1) is True
+    await asyncio.sleep(1.0)
+    assert await coordinator.allow("a", 2, 1) is True  # a new window
