@@ -9,6 +9,7 @@ reply) is passed in by the app as a policy.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -85,4 +86,10 @@ class Channel(Protocol):
 
     async def push(self, channel: str, sender_id: str, replies: list[Reply]) -> bool:
         """Deliver replies produced later (the bot came back) where the channel can; False otherwise."""
+        ...
+
+    async def forget(self, session: AsyncSession, before: dt.datetime) -> dict[str, int]:
+        """Retention (`hotline retention run`): anonymise or delete what the channel's own tables keep
+        of citizens from before `before`, in the caller's unit of work (its audit row commits with
+        it); counts by kind for that row. Needs no start: the job runs outside the serving app."""
         ...

@@ -7,6 +7,7 @@ GET  /                       the chat page
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import weakref
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.base import ChannelContext, Intake
 from common.messages import NOT_KEPT_RETRY_AFTER_S, NOT_KEPT_TEXT, InboundMessage, NotKept, Reply
@@ -125,6 +127,9 @@ class WebChannel:
 
     def outbox_channels(self) -> set[str]:
         return set()
+
+    async def forget(self, session: AsyncSession, before: dt.datetime) -> dict[str, int]:
+        return {}  # the web channel keeps no table of its own
 
     async def handle_message(self, msg: InboundMessage) -> list[Reply]:
         if not msg.text:

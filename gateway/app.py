@@ -110,6 +110,11 @@ async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
         return False
 
 
+def make_channels(settings: Settings) -> tuple[WebChannel, WeChatChannel, SmsChannel]:
+    """Every channel, not yet started. WeChat reads its apps now: a bad configuration stops the start."""
+    return WebChannel(settings.max_body_bytes), WeChatChannel(settings), SmsChannel(settings)
+
+
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], dt.datetime] = utcnow, background: bool = True
 ) -> web.Application:
@@ -124,9 +129,7 @@ def create_app(
     app[SETTINGS] = settings
     use_tracker_key(settings.tracker_key())
     app[METRICS] = metrics = Metrics()
-    web_channel = WebChannel(settings.max_body_bytes)
-    wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
-    sms = SmsChannel(settings)
+    web_channel, wechat, sms = make_channels(settings)
     channels: tuple[Channel, ...] = (web_channel, wechat, sms)
     console = Console(settings.max_body_bytes, settings.trusted_proxies)
     if not settings.console_secret:

@@ -137,6 +137,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from gateway import retention
+    from gateway.app import make_channels
     from profiles import load
 
     settings = Settings.from_env()
@@ -148,7 +149,8 @@ def cmd_retention(args: argparse.Namespace) -> int:
     tracker_url = settings.tracker_db_url or (f"sqlite+aiosqlite:///{tracker_db}" if tracker_db.exists() else "")
 
     async def work(sessions: Any) -> int:
-        done = await retention.run(sessions, load(settings.profile), at=at, tracker_db_url=tracker_url)
+        done = await retention.run(sessions, load(settings.profile), at=at, tracker_db_url=tracker_url,
+                                   forget=[channel.forget for channel in make_channels(settings)])
         print(json.dumps(done, ensure_ascii=False))
         return 0
 

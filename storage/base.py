@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Dialect, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase
 
+ERASED = "erased:"  # retention's pseudonym for a sender id or phone past its window: "erased:<row id>"
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)

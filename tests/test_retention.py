@@ -10,14 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from channels.sms.models import SmsRecord
 from gateway import retention
+from gateway.app import make_channels
 from handoff.agents import AgentAudit
+from handoff.models import Revisit, Survey, WorkOrder
 from profiles import load
 from storage.conversations import Conversation, Message
 from storage.media import Media
+from tests.conftest import settings_for
 
 NOW = dt.datetime(2029, 12, 1, tzinfo=dt.UTC)
 PHONE = "13800001234"
@@ -101,4 +105,61 @@ def test_the_cli_runs_as_of_a_time(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "gateway.cli", "retention", "run", "--at", "2029-12-01T00:00:00+08:00"],
                         env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["at"] == "2029-12-01T00:00:00+08:00"
+    done = json.loads(ok.stdout)
+    assert done["at"] == "2029-12-01T00:00:00+08:00"
+    assert done["sms_records_erased"] == 0  # the channels' hook runs (here on an empty table)
+
+
+async def work_order(sessions, profile: str, age_days: int, phone: str) -> int:  # noqa: ANN001
+    at = NOW - dt.timedelta(days=age_days)
+    async with sessions() as session:
+        order = WorkOrder(intake_id=f"{profile}-{age_days}-{phone}", number=f"{profile}{age_days}{phone[-4:]}",
+                          profile=profile, channel="sms", category="complaint", facts={}, contact_phone=phone,
+                          created_at=at, dispatch_due_at=at, due_at=at, limit_working_days=5)
+        session.add(order)
+        await session.flush()
+        session.add(Survey(work_order_id=order.id, phone=phone, status="answered", rating="unsatisfied",
+                           rated_at=at, send_at=at, created_at=at, outcome="redo",
+                           history=[{"at": at.isoformat(), "text": f"不满意，回电{phone}", "meaning": "unsatisfied"}]))
+        session.add(Revisit(dedupe_key=f"rating:{order.id}", reason="unsatisfied", work_order_id=order.id,
+                            phone=phone, note="市民评价不满意（第1轮回访）", created_at=at))
+        session.add(SmsRecord(provider="log", phone=phone, text=f"【12345】您的工单{order.number}已办结，请回复1满意",
+                              created_at=at))
+        await session.commit()
+        return order.id
+
+
+async def test_retention_erases_survey_revisit_and_sms_phones_but_keeps_ratings(sessions, tmp_path: Path) -> None:  # noqa: ANN001
+    """#14: survey and revisit phones, the citizen's survey replies and the SMS channel's records of
+    what was sent stayed forever. Past the window the phone and words go; the ratings stay countable."""
+    old = await work_order(sessions, "jiyuan", 800, PHONE)
+    kept_guilin = await work_order(sessions, "guilin", 800, "13900002222")  # 桂林 第十五条: three years
+    recent = await work_order(sessions, "jiyuan", 10, "13700003333")
+    settings = settings_for(tmp_path, "http://127.0.0.1:9")
+    forget = [channel.forget for channel in make_channels(settings)]
+
+    done = await retention.run(sessions, load("jiyuan"), at=NOW, forget=forget)
+    assert (done["survey_phones_erased"], done["revisit_phones_erased"]) == (1, 1)
+    # Records carry no profile: the gateway profile's window (jiyuan, two years) applies to all.
+    assert done["sms_records_erased"] == 2
+    async with sessions() as session:
+        surveys = {s.work_order_id: s for s in (await session.scalars(select(Survey))).all()}
+        revisits = {r.work_order_id: r for r in (await session.scalars(select(Revisit))).all()}
+        records = (await session.scalars(select(SmsRecord).order_by(SmsRecord.id))).all()
+        ratings = dict((await session.execute(select(Survey.rating, func.count()).group_by(Survey.rating))).all())
+        [record] = (await session.scalars(select(AgentAudit).where(AgentAudit.action == "retention"))).all()
+    gone = surveys[old]
+    assert gone.phone == f"erased:{gone.id}" and gone.history == [{"at": gone.history[0]["at"], "text": "",
+                                                                   "meaning": "unsatisfied"}]
+    assert (gone.rating, gone.status, gone.outcome) == ("unsatisfied", "answered", "redo")
+    assert revisits[old].phone is None and revisits[old].reason == "unsatisfied"
+    for order, phone in ((kept_guilin, "13900002222"), (recent, "13700003333")):
+        assert surveys[order].phone == phone and revisits[order].phone == phone
+        assert phone in surveys[order].history[0]["text"]
+    assert ratings == {"unsatisfied": 3}  # every rating still counted
+    assert [(r.phone.startswith("erased:"), r.text == "") for r in records] == [(True, True), (True, True), (False, False)]
+    assert records[2].phone == "13700003333" and records[0].delivery == "sent"
+    assert record.detail is not None and record.detail["sms_records_erased"] == 2
+    assert PHONE not in json.dumps(record.detail)
+    again = await retention.run(sessions, load("jiyuan"), at=NOW, forget=forget)
+    assert (again["survey_phones_erased"], again["revisit_phones_erased"], again["sms_records_erased"]) == (0, 0, 0)

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import String, cast, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,7 +40,7 @@ from common.messages import InboundMessage, Reply
 from gateway.config import Settings
 from gateway.http import BadJson, json_error_exception, load_json, read_limited
 from gateway.logs import redact
-from storage.base import utcnow
+from storage.base import ERASED, utcnow
 from storage.inbox import InboxKey
 from storage.outbox import OutboxItem, Sender, SendResult
 
@@ -266,6 +266,14 @@ class SmsChannel:
 
     def outbox_channels(self) -> set[str]:
         return {NAME}
+
+    async def forget(self, session: AsyncSession, before: dt.datetime) -> dict[str, int]:
+        """Records of SMS sent before `before`: number and text go; provider, delivery and times stay."""
+        done = await session.execute(
+            update(SmsRecord)
+            .where(SmsRecord.created_at < before, ~SmsRecord.phone.startswith(ERASED))
+            .values(phone=literal(ERASED) + cast(SmsRecord.id, String), text=""))
+        return {"sms_records_erased": done.rowcount or 0}
 
     async def push(self, channel: str, sender_id: str, replies: list[Reply]) -> bool:
         return False  # replies produced later go through the outbox

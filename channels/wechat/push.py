@@ -15,6 +15,7 @@ taken with one body only (WeChat's retries of the same push carry the same body 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.base import ChannelContext, Intake
 from channels.wechat.api import (
@@ -94,6 +96,9 @@ class WeChatChannel:
 
     def outbox_channels(self) -> set[str]:
         return {wechat_app.channel for wechat_app in self.apps.values()}
+
+    async def forget(self, session: AsyncSession, before: dt.datetime) -> dict[str, int]:
+        return {}  # its one table holds the apps' access tokens, nothing of citizens
 
     async def push(self, channel: str, sender_id: str, replies: list[Reply]) -> bool:
         return False  # replies produced later go through the outbox
