@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 
 from channels.sms.models import SmsRecord
 from gateway import retention
 from gateway.app import make_channels
+from gateway.botproc import BOT_VENV
 from handoff.agents import AgentAudit
 from handoff.models import Revisit, Survey, WorkOrder
 from profiles import load
@@ -25,21 +25,21 @@ from tests.conftest import settings_for
 
 NOW = dt.datetime(2029, 12, 1, tzinfo=dt.UTC)
 PHONE = "13800001234"
-# Rasa 3.6's SQLTrackerStore table, as it creates it (rasa/core/tracker_store.py, SQLEvent).
-RASA_EVENTS = """CREATE TABLE events (id INTEGER PRIMARY KEY, sender_id VARCHAR(255) NOT NULL,
-    type_name VARCHAR(255) NOT NULL, timestamp FLOAT, intent_name VARCHAR(255), action_name VARCHAR(255), data TEXT)"""
+RASA_STORE = Path(__file__).with_name("rasa_tracker_store.py")
+
+
+def rasa_store(*args: str) -> str:
+    """Rasa's own SQLTrackerStore, in the bot's venv (about a second; no Rasa server)."""
+    done = subprocess.run([str(BOT_VENV / "bin" / "python"), str(RASA_STORE), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def tracker_store(path: Path, *ages_days: int) -> str:
-    url = f"sqlite+aiosqlite:///{path}"
-    engine = create_async_engine(url)
-    async with engine.begin() as db:
-        await db.execute(text(RASA_EVENTS))
-        for age in ages_days:
-            await db.execute(text("INSERT INTO events (sender_id, type_name, timestamp, data) VALUES ('k', 'slot', :t, :d)"),
-                             {"t": (NOW - dt.timedelta(days=age)).timestamp(), "d": json.dumps({"value": PHONE})})
-    await engine.dispose()
-    return url
+    """A tracker whose phone slot was set `ages_days` ago, saved by Rasa into the table Rasa creates."""
+    rasa_store("save", str(path), "k", PHONE, *(str((NOW - dt.timedelta(days=age)).timestamp()) for age in ages_days))
+    return f"sqlite+aiosqlite:///{path}"
 
 
 async def chat(sessions, profile: str, sender: str, *ages_days: int) -> int:  # noqa: ANN001
@@ -85,10 +85,9 @@ async def test_retention_follows_each_profiles_window_and_is_audited(sessions, t
     assert convs[mixed].sender_id == "13700003333" and texts[mixed] == ["", f"我的电话{PHONE}，3天前"]
     assert media == ["m10"]
     assert record.detail is not None and record.detail["messages_emptied"] == 3 and PHONE not in json.dumps(record.detail)
-    engine = create_async_engine(tracker_url)
-    async with engine.connect() as db:
-        assert (await db.execute(text("SELECT count(*) FROM events"))).scalar() == 1
-    await engine.dispose()
+    # Rasa reads what is left: the recent slot event, the old one gone.
+    [event] = json.loads(rasa_store("read", str(tmp_path / "tracker.db"), "k"))
+    assert event["event"] == "slot" and event["timestamp"] == (NOW - dt.timedelta(days=1)).timestamp()
     # A second pass finds nothing more.
     again = await retention.run(sessions, jiyuan, at=NOW, tracker_db_url=tracker_url)
     assert (again["messages_emptied"], again["senders_pseudonymised"], again["media_deleted"]) == (0, 0, 0)
