@@ -327,3 +327,17 @@ async def test_the_local_address_limit_counts_fixed_windows() -> None:
     assert await coordinator.allow("b", 2, 1) is True
     await asyncio.sleep(1.0)
     assert await coordinator.allow("a", 2, 1) is True  # a new window
+
+
+async def test_a_flooding_sender_is_limited_across_replicas(tmp_path, bot, redis_url) -> None:  # noqa: ANN001
+    """The per-sender flood limit counts the sender's kept messages in the shared database, so a
+    sender spread over two replicas meets it at the profile's total, not at twice it."""
+    settings = settings_for(tmp_path, bot[1], redis_url=redis_url)
+    async with gateway_client(settings, background=False) as one, gateway_client(settings, background=False) as two:
+        rules = router_of(one).profile.abuse
+        replies = []
+        for i in range(rules.flood_messages + 2):
+            resp = await (one, two)[i % 2].post(URL, json={"sender": "flood-1", "message": f"路灯坏了{i}"})
+            replies.append(Chat.text(await resp.json()))
+        limited = rules.message.format(hours=f"{rules.limit_hours:g}")
+        assert [limited in r for r in replies] == [False] * rules.flood_messages + [True] * 2
