@@ -12,7 +12,8 @@ deleted, and what was removed is written to the audit log. Work orders, the arch
   record of the call, kept as long as the chat): the phone anonymised and the citizen's reply texts
   emptied, the rating, status and outcome kept, so satisfaction figures stay countable;
 - what each channel keeps of citizens (the SMS channel's sent records), past the gateway profile's
-  `conversation_days`: through the channels' `forget` hook, given by the app layer;
+  `conversation_days`: through the channels' `forget` hook, given by the app layer; and, past the
+  same window, delivered or abandoned outbox items: recipient (a phone or openid) and body erased;
 - one-time follow-up codes past their use: deleted.
 """
 
@@ -34,6 +35,7 @@ from profiles import load as load_profile
 from storage.base import ERASED
 from storage.conversations import Conversation, Message
 from storage.media import Media
+from storage.outbox import OutboxItem
 
 # A channel's hook: anonymise or delete what it keeps of citizens from before the cutoff, in the
 # caller's unit of work; returns counts by kind for the audit.
@@ -72,6 +74,12 @@ async def run(
             removed["survey_phones_erased"] += surveys
             removed["revisit_phones_erased"] += revisits
         channel_cutoff = at - dt.timedelta(days=profile.retention.conversation_days)
+        outbox = await session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.created_at < channel_cutoff, OutboxItem.status.in_(("sent", "failed")),
+                   ~OutboxItem.recipient.startswith(ERASED))
+            .values(recipient=literal(ERASED) + cast(OutboxItem.id, String), body={}))
+        removed["outbox_items_erased"] = outbox.rowcount or 0
         for hook in forget:
             for kind, count in (await hook(session, channel_cutoff)).items():
                 removed[kind] = removed.get(kind, 0) + count

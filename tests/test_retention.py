@@ -21,6 +21,7 @@ from handoff.models import Revisit, Survey, WorkOrder
 from profiles import load
 from storage.conversations import Conversation, Message
 from storage.media import Media
+from storage.outbox import OutboxItem
 from tests.conftest import settings_for
 
 NOW = dt.datetime(2029, 12, 1, tzinfo=dt.UTC)
@@ -122,8 +123,9 @@ async def work_order(sessions, profile: str, age_days: int, phone: str) -> int: 
                            history=[{"at": at.isoformat(), "text": f"不满意，回电{phone}", "meaning": "unsatisfied"}]))
         session.add(Revisit(dedupe_key=f"rating:{order.id}", reason="unsatisfied", work_order_id=order.id,
                             phone=phone, note="市民评价不满意（第1轮回访）", created_at=at))
-        session.add(SmsRecord(provider="log", phone=phone, text=f"【12345】您的工单{order.number}已办结，请回复1满意",
-                              created_at=at))
+        text = f"【12345】您的工单{order.number}已办结，请回复1满意"
+        session.add(SmsRecord(provider="log", phone=phone, text=text, created_at=at))
+        session.add(OutboxItem(channel="sms", recipient=phone, body={"text": text}, status="sent", created_at=at))
         await session.commit()
         return order.id
 
@@ -140,11 +142,12 @@ async def test_retention_erases_survey_revisit_and_sms_phones_but_keeps_ratings(
     done = await retention.run(sessions, load("jiyuan"), at=NOW, forget=forget)
     assert (done["survey_phones_erased"], done["revisit_phones_erased"]) == (1, 1)
     # Records carry no profile: the gateway profile's window (jiyuan, two years) applies to all.
-    assert done["sms_records_erased"] == 2
+    assert (done["sms_records_erased"], done["outbox_items_erased"]) == (2, 2)
     async with sessions() as session:
         surveys = {s.work_order_id: s for s in (await session.scalars(select(Survey))).all()}
         revisits = {r.work_order_id: r for r in (await session.scalars(select(Revisit))).all()}
         records = (await session.scalars(select(SmsRecord).order_by(SmsRecord.id))).all()
+        outbox = (await session.scalars(select(OutboxItem).order_by(OutboxItem.id))).all()
         ratings = dict((await session.execute(select(Survey.rating, func.count()).group_by(Survey.rating))).all())
         [record] = (await session.scalars(select(AgentAudit).where(AgentAudit.action == "retention"))).all()
     gone = surveys[old]
@@ -158,7 +161,10 @@ async def test_retention_erases_survey_revisit_and_sms_phones_but_keeps_ratings(
     assert ratings == {"unsatisfied": 3}  # every rating still counted
     assert [(r.phone.startswith("erased:"), r.text == "") for r in records] == [(True, True), (True, True), (False, False)]
     assert records[2].phone == "13700003333" and records[0].delivery == "sent"
+    assert [(o.recipient.startswith("erased:"), o.body) for o in outbox][:2] == [(True, {}), (True, {})]
+    assert outbox[2].recipient == "13700003333" and outbox[2].status == "sent"
     assert record.detail is not None and record.detail["sms_records_erased"] == 2
     assert PHONE not in json.dumps(record.detail)
     again = await retention.run(sessions, load("jiyuan"), at=NOW, forget=forget)
-    assert (again["survey_phones_erased"], again["revisit_phones_erased"], again["sms_records_erased"]) == (0, 0, 0)
+    assert (again["survey_phones_erased"], again["revisit_phones_erased"], again["sms_records_erased"],
+            again["outbox_items_erased"]) == (0, 0, 0, 0)
