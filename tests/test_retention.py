@@ -16,10 +16,12 @@ from channels.sms.models import SmsRecord
 from gateway import retention
 from gateway.app import make_channels
 from gateway.botproc import BOT_VENV
+from gateway.schema import migrate
 from handoff.agents import AgentAudit
 from handoff.models import Revisit, Survey, WorkOrder
 from profiles import load
 from storage.conversations import Conversation, Message
+from storage.db import make_engine, make_sessions
 from storage.media import Media
 from storage.outbox import OutboxItem
 from tests.conftest import settings_for
@@ -133,6 +135,19 @@ async def work_order(sessions, profile: str, age_days: int, phone: str) -> int: 
 async def test_retention_erases_survey_revisit_and_sms_phones_but_keeps_ratings(sessions, tmp_path: Path) -> None:  # noqa: ANN001
     """#14: survey and revisit phones, the citizen's survey replies and the SMS channel's records of
     what was sent stayed forever. Past the window the phone and words go; the ratings stay countable."""
+    await erases_followups(sessions, tmp_path)
+
+
+async def test_retention_erases_followups_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    await migrate(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        await erases_followups(make_sessions(engine), tmp_path)
+    finally:
+        await engine.dispose()
+
+
+async def erases_followups(sessions, tmp_path: Path) -> None:  # noqa: ANN001
     old = await work_order(sessions, "jiyuan", 800, PHONE)
     kept_guilin = await work_order(sessions, "guilin", 800, "13900002222")  # 桂林 第十五条: three years
     recent = await work_order(sessions, "jiyuan", 10, "13700003333")
