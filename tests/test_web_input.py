@@ -13,6 +13,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from gateway.botproc import free_port
+from gateway.cluster import RedisServer
 from gateway.coordination import LocalCoordinator, RedisCoordinator
 from storage.conversations import Message
 from tests.conftest import Chat, gateway_client, router_of, settings_for
@@ -318,6 +319,23 @@ async def test_the_address_limit_lets_messages_through_when_redis_is_down(tmp_pa
     finally:
         await dead.close()
     assert "rate limit not counted (let through): redis ConnectionError" in caplog.text
+
+
+async def test_a_redis_outage_never_turns_into_a_429(tmp_path, bot, caplog) -> None:  # noqa: ANN001
+    """Redis stops under a running gateway: the limit is not counted (logged), so no citizen hears
+    "too fast" for it; whether the message is kept is the conversation lock's truthful answer."""
+    server = RedisServer()
+    server.start()
+    settings = settings_for(tmp_path, bot[1], redis_url=server.url, web_address_per_minute=2)
+    try:
+        async with gateway_client(settings, background=False) as client:
+            server.stop()
+            statuses = [(await client.post(URL, json={"sender": f"down-{i}", "message": "路灯坏了"})).status
+                        for i in range(4)]
+    finally:
+        server.stop()
+    assert 429 not in statuses and set(statuses) <= {200, 503}
+    assert caplog.text.count("rate limit not counted (let through): redis ConnectionError") == 4
 
 
 async def test_the_local_address_limit_counts_fixed_windows() -> None:
