@@ -437,6 +437,12 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return _database_command(work, "agents", (agents.AgentError,))
 
 
+def _as_of(command: argparse.ArgumentParser) -> None:
+    """The operator's clock for timer work: `--at` a time, in the future only with `--ahead`."""
+    command.add_argument("--at", required=True, help="ISO time with offset, e.g. 2026-11-28T10:00:00+08:00")
+    command.add_argument("--ahead", action="store_true", help="allow a time in the future (tests, rehearsals)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -485,12 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("name")
     show.set_defaults(func=cmd_profile_show)
     surveys = sub.add_parser("surveys", help="the satisfaction surveys").add_subparsers(dest="action", required=True)
-    tick = surveys.add_parser("tick", help="run due survey work as of a time, then deliver its SMS")
-    tick.add_argument("--at", required=True, help="ISO time with offset, e.g. 2026-11-28T10:00:00+08:00")
-    tick.add_argument("--ahead", action="store_true", help="allow a time in the future (tests, rehearsals)")
-    tick.set_defaults(func=cmd_surveys_tick)
-
-
+    _as_of(surveys.add_parser("tick", help="run due survey work as of a time, then deliver its SMS"))
+    surveys.choices["tick"].set_defaults(func=cmd_surveys_tick)
     agents = sub.add_parser("agents", help="human agents' accounts").add_subparsers(dest="action", required=True)
     add = agents.add_parser("add", help="add an agent; the password is read from stdin")
     add.add_argument("name")
@@ -500,10 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     disable.add_argument("name")
     for command in (add, *agents.choices.values()):
         command.set_defaults(func=cmd_agents)
-    sweep = agents.add_parser("sweep", help="file callback orders for citizens who can no longer be served, as of a time")
-    sweep.add_argument("--at", required=True, help="ISO time with offset, e.g. 2026-11-28T10:00:00+08:00")
-    sweep.add_argument("--ahead", action="store_true", help="allow a time in the future (tests, rehearsals)")
-    sweep.set_defaults(func=cmd_agents_sweep)
+    _as_of(agents.add_parser("sweep", help="file callback orders for citizens who can no longer be served, as of a time"))
+    agents.choices["sweep"].set_defaults(func=cmd_agents_sweep)
     from gateway.tokens import SCOPES
 
     tokens = sub.add_parser("tokens", help="named API tokens with scopes").add_subparsers(dest="action", required=True)
