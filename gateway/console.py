@@ -1,6 +1,7 @@
 """The agents' console: login, the queue, claiming a conversation, talking to the citizen, handing it back.
 
-GET  /console/ (page; redirects to /console/login without a session) · GET /console/ws (live citizen messages)
+GET  /console/ (page; redirects to /console/login without a session)
+GET  /console/ws (live: citizen messages for the holder, {"type": "queue"} to everyone when the queue changes)
 POST /console/api/login {"name","password"} → {"name","role","csrf"} (401 wrong, 429 locked out)
 GET  /console/api/me · GET /console/api/queue · GET /console/api/conversations/{id} (audited read)
 POST /console/api/conversations/{id}/claim (200 also when already yours; 409 "已被…接入") · …/messages {"text"}
@@ -54,7 +55,9 @@ RELEASED_TEXT = "人工客服已结束本次服务，智能客服继续为您服
 CLOSED_TEXT = "人工客服已结束本次对话，感谢您的来电。如有新的问题，请直接留言。"
 CLAIMED_TEXT = "人工客服已接入，请直接说明您的问题。"
 MAX_TEXT = 2000
-FANOUT = "hotline:console"  # Redis pub/sub channel: citizen messages to the replica holding the agent's socket
+FANOUT = "hotline:console"  # Redis pub/sub channel: console frames to the replicas holding the agents' sockets
+SOCKET_SEEN_S = 30.0  # an open console socket keeps its agent online (agents.ONLINE_WITHIN is 90 s)
+QUEUE_CHANGED = {"type": "queue"}  # the page reads GET /console/api/queue again
 
 
 def session_key(secret: str) -> bytes:
@@ -84,7 +87,7 @@ class Console(DeskActions):
         self._sessions, self._bot, self._notify = sessions, bot, notify
         self._outbox_channels, self._wake = outbox_channels, wake
         self._waiting, self._metrics = waiting, metrics
-        waiting.say = self.say_as_hotline
+        waiting.say, waiting.changed = self.say_as_hotline, self.queue_changed
 
     async def fan_out_through(self, redis_url: str | None) -> None:
         """With Redis, a citizen's message taken in by one replica reaches the agent's console on any
@@ -113,15 +116,34 @@ class Console(DeskActions):
                         push = data["push"]
                         await self._push_here(push["channel"], push["sender_id"], push["text"], int(push["message_id"]))
                     else:
-                        await self._deliver(int(data["agent_id"]), data["frame"])
+                        agent_id = data["agent_id"]
+                        await self._deliver(None if agent_id is None else int(agent_id), data["frame"])
             except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
                 log.warning("console fan-out: %s; listening again", type(exc).__name__)
                 await asyncio.sleep(1)
 
-    async def _deliver(self, agent_id: int, frame: dict[str, Any]) -> None:
-        for ws in list(self._sockets.get(agent_id, ())):
+    async def _deliver(self, agent_id: int | None, frame: dict[str, Any]) -> None:
+        """To one agent's open sockets on this replica, or (None) to every agent's."""
+        targets = [self._sockets.get(agent_id, ())] if agent_id is not None else list(self._sockets.values())
+        for ws in [ws for group in targets for ws in list(group)]:
             if not ws.closed:
-                await ws.send_json(frame)
+                with contextlib.suppress(ConnectionError, RuntimeError):  # a socket closing meanwhile
+                    await ws.send_json(frame)
+
+    async def _publish(self, agent_id: int | None, frame: dict[str, Any]) -> None:
+        """A frame for the agent's (None: every agent's) consoles on whichever replica holds them."""
+        if self._redis is None:
+            await self._deliver(agent_id, frame)
+            return
+        try:
+            await self._redis.publish(FANOUT, json.dumps({"agent_id": agent_id, "frame": frame}))
+        except (aioredis.RedisError, OSError) as exc:  # live delivery only: the page re-reads on reconnect
+            log.warning("console fan-out failed: %s", type(exc).__name__)
+
+    async def queue_changed(self) -> None:
+        """A conversation joined or left the queue (or changed hands): every console re-reads it at
+        once, instead of polling."""
+        await self._publish(None, QUEUE_CHANGED)
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -157,13 +179,7 @@ class Console(DeskActions):
         """The router's hook: a message in a conversation a person holds goes to that person's console."""
         frame = {"type": "message", "conversation_id": conv.id, "author": "citizen", "text": inbound.text,
                  "at": inbound.created_at.isoformat() if inbound.created_at else utcnow().isoformat()}
-        if self._redis is None:
-            await self._deliver(conv.agent_id or 0, frame)
-            return
-        try:
-            await self._redis.publish(FANOUT, json.dumps({"agent_id": conv.agent_id or 0, "frame": frame}))
-        except (aioredis.RedisError, OSError) as exc:  # the message is stored; the console reads it on refresh
-            log.warning("conversation %s: console fan-out failed: %s", conv.id, type(exc).__name__)
+        await self._publish(conv.agent_id or 0, frame)  # stored already: the console reads it on refresh
 
     async def say_as_hotline(self, conv: Conversation, text: str) -> None:
         """A notice outside any turn (the queue sweep's callback order)."""
@@ -312,6 +328,7 @@ class Console(DeskActions):
                 return json_error(409, f"已被{outcome.holder}接入")
             return json_error(409, "该对话不在等待队列中")
         if outcome.state is None:  # newly won, not already held: pause the bot and greet the citizen
+            await self.queue_changed()
             if outcome.waited_s is not None:
                 self._metrics.wait_seconds.observe(outcome.waited_s)
             conv = await agents.held(self.sessions, agent, conv_id)
@@ -341,6 +358,7 @@ class Console(DeskActions):
             return json_error(409, "您未接入该对话")
         if handled_s is not None:
             self._metrics.handle_seconds.observe(handled_s)
+        await self.queue_changed()
         await self._tell_bot(conv, "resume")
         await self._say(conv, text, {"author": "agent", "agent": agent.name})
         return web.json_response({"ok": True})
@@ -362,8 +380,17 @@ class Console(DeskActions):
         await ws.prepare(request)
         self._sockets.setdefault(agent.id, weakref.WeakSet()).add(ws)
         try:
-            async for frame in ws:
-                if frame.type == WSMsgType.ERROR:
+            while True:
+                try:
+                    frame = await ws.receive(timeout=SOCKET_SEEN_S)
+                except TimeoutError:  # the page no longer polls: the open socket says the agent is here
+                    current = await agents.get(self.sessions, agent.id)
+                    if current is None:  # disabled meanwhile
+                        await ws.close()
+                        break
+                    await agents.seen(self.sessions, current, self.waiting.clock())
+                    continue
+                if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
         finally:
             self._sockets.get(agent.id, weakref.WeakSet()).discard(ws)

@@ -41,6 +41,7 @@ class DeskActions:
     async def _json(self, request: web.Request) -> dict[str, Any]: ...
     def _conversation_id(self, request: web.Request) -> int: ...
     async def _say(self, conv: Conversation, text: str, author: dict[str, Any]) -> None: ...
+    async def queue_changed(self) -> None: ...
 
     async def transfer(self, request: web.Request) -> web.Response:
         """To another agent (by name) or back to the queue ("queue"); only by the one who holds it."""
@@ -51,6 +52,7 @@ class DeskActions:
         conv = await agents.transfer(self.sessions, agent, self._conversation_id(request), to.strip(), self.waiting.clock())
         if isinstance(conv, str):
             return json_error(409, conv)
+        await self.queue_changed()
         if conv.state == "waiting":
             await self._say(conv, await self.waiting.place_text(conv), {"author": "bot"})
         else:

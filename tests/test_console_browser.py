@@ -69,14 +69,20 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def console_login(browser: Browser, base: str, name: str) -> Page:
+async def console_login(browser: Browser, base: str, name: str, *, timers_paused: bool = False) -> Page:
+    """`timers_paused`: the page's clock stands still after login, so no poll can run (only what
+    the gateway pushes shows up) until the test calls `page.clock.resume()`."""
     page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+    if timers_paused:
+        await page.clock.install()
     await page.goto(f"{base}/console/")
     assert page.url.endswith("/console/login")  # no session: the login form
     await page.fill("#name", name)
     await page.fill("#password", PASSWORD)
     await page.get_by_role("button", name="登录").click()
     await expect(page.locator("#who")).to_contain_text(name)
+    if timers_paused:
+        await page.clock.pause_at(await page.evaluate("Date.now()") + 10)
     return page
 
 
@@ -142,7 +148,9 @@ async def test_an_agent_takes_a_web_chat_files_the_order_and_a_supervisor_looks_
     async with served(settings) as (app, base), chromium() as browser:
         for name, role in (("张伟", "agent"), ("王芳", "supervisor")):
             await agents.add(app[ROUTER].sessions, name, PASSWORD, role)
-        agent = await console_login(browser, base, "张伟")  # an agent is online: the citizen queues
+        # An agent is online: the citizen queues. The console's timers stand still: the queue row
+        # can only come from the gateway's push, not from a poll.
+        agent = await console_login(browser, base, "张伟", timers_paused=True)
         citizen = await Citizen.open(browser, base)
         await citizen.says("转人工")
         await expect(citizen.bots.last).to_contain_text("第1位", timeout=30_000)
@@ -150,6 +158,7 @@ async def test_an_agent_takes_a_web_chat_files_the_order_and_a_supervisor_looks_
 
         item = agent.locator("#waiting .item")
         await expect(item).to_contain_text("网页", timeout=10_000)
+        await agent.clock.resume()
         await item.get_by_role("button", name="接入").click()
         transcript = agent.locator("#transcript")
         await expect(transcript.locator(".msg.citizen").first).to_have_text("市民转人工")
