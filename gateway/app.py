@@ -157,7 +157,8 @@ def create_app(
             clock=clock,
         )
         app[ROUTER] = router
-        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake, router.waiting, metrics)
+        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake, router.waiting, metrics,
+                      wechat.allowance)
         router.to_agent = console.citizen_wrote
         await console.fan_out_through(settings.redis_url)
         answering = Answering(router, settings.answer_concurrency)

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,10 @@ from handoff.agents import Agent
 from profiles import available as available_profiles
 from storage.base import utcnow
 from storage.conversations import Conversation, Message
-from storage.outbox import enqueue
+from storage.outbox import Allowance, enqueue
 
 log = logging.getLogger(__name__)
+AllowanceOf = Callable[[str, str], Awaitable[Allowance | None]]  # (channel, sender id) → what is left
 STATIC = Path(__file__).resolve().parent / "console_static"
 COOKIE = "hotline_console"
 RELEASED_TEXT = "人工客服已结束本次服务，智能客服继续为您服务。"
@@ -81,10 +83,14 @@ class Console(DeskActions):
         self._sockets: dict[int, weakref.WeakSet[web.WebSocketResponse]] = {}
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._allowance_of: AllowanceOf | None = None
 
     def start(self, sessions: async_sessionmaker[AsyncSession], bot: RasaClient, notify: Notify,
-              outbox_channels: set[str], wake: Any, waiting: Waiting, metrics: Metrics) -> None:
+              outbox_channels: set[str], wake: Any, waiting: Waiting, metrics: Metrics,
+              allowance: AllowanceOf | None = None) -> None:
+        """`allowance`: what a provider will still take for a citizen (WeChat's quota), from the app."""
         self._sessions, self._bot, self._notify = sessions, bot, notify
+        self._allowance_of = allowance
         self._outbox_channels, self._wake = outbox_channels, wake
         self._waiting, self._metrics = waiting, metrics
         waiting.say, waiting.changed = self.say_as_hotline, self.queue_changed
@@ -349,7 +355,25 @@ class Console(DeskActions):
         async with self.sessions() as session:
             agents.audit(session, agent, "message", conversation_id=conv.id)
             await session.commit()
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "allowance": await self._allowance(conv)})
+
+    async def allowance(self, request: web.Request) -> web.Response:
+        """What the provider still takes for this citizen (null: no such limit)."""
+        await self._agent(request)
+        async with self.sessions() as session:
+            conv = await session.get(Conversation, self._conversation_id(request))
+        if conv is None:
+            return json_error(404, "no such conversation")
+        return web.json_response({"allowance": await self._allowance(conv)})
+
+    async def _allowance(self, conv: Conversation) -> dict[str, Any] | None:
+        """WeChat's customer-service quota left, and what becomes of a message beyond it: the
+        profile's fallback (`sms` to the order's phone, `marker`: shown when the citizen next writes)."""
+        left = await self._allowance_of(conv.channel, conv.sender_id) if self._allowance_of else None
+        if left is None:
+            return None
+        return {"left": left.left, "until": left.until.isoformat() if left.until else None,
+                "after": list(self.waiting.profile_of(conv).undeliverable_fallback)}
 
     async def _finish(self, request: web.Request, action: str, text: str) -> web.Response:
         agent = await self._agent(request, write=True)
@@ -413,6 +437,7 @@ class Console(DeskActions):
         app.router.add_get("/console/api/me", self.me)
         app.router.add_get("/console/api/queue", self.queue)
         app.router.add_get("/console/api/conversations/{id}", self.conversation)
+        app.router.add_get("/console/api/conversations/{id}/allowance", self.allowance)
         app.router.add_get("/console/api/quick-replies", self.quick_replies)
         app.router.add_get("/console/api/supervisor", self.stats)
         app.router.add_get("/console/echarts.min.js", self.echarts)

@@ -219,7 +219,7 @@ async def test_two_agents_click_claim_at_once_on_two_replicas_over_postgresql(tm
     with database("postgresql", tmp_path) as url:
         one = settings_for(tmp_path, offline, database_url=url, console_secret="shared", port=free_port())
         two = settings_for(tmp_path, offline, database_url=url, console_secret="shared", port=free_port())
-        async with served(one) as (app, base_one), served(two) as (_, base_two), chromium() as browser:
+        async with served(one) as (app, base_one), served(two) as (app_two, base_two), chromium() as browser:
             for name in ("张伟", "李娜"):
                 await agents.add(app[ROUTER].sessions, name, PASSWORD, "agent")
             pages = [await console_login(browser, base_one, "张伟"), await console_login(browser, base_two, "李娜")]
@@ -230,6 +230,8 @@ async def test_two_agents_click_claim_at_once_on_two_replicas_over_postgresql(tm
                                         waiting_since=utcnow())
                     session.add(conv)
                     await session.commit()
+                for each in (app, app_two):  # put in the queue behind the gateways' backs: tell their consoles
+                    await each[ROUTER].waiting.queue_changed()
                 buttons = [p.locator(f'#waiting .item[data-conversation="{conv.id}"] button') for p in pages]
                 for button in buttons:
                     await expect(button).to_be_visible(timeout=10_000)
