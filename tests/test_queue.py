@@ -135,6 +135,10 @@ async def test_quick_replies_come_from_the_profiles_knowledge_base(desk: TestCli
     await login(desk, "张伟")
     replies = (await (await desk.get("/console/api/quick-replies", params={"q": "怎么查社保缴费记录"})).json())["replies"]
     assert replies[0]["id"] == "social_security_query" and "社保" in replies[0]["answer"]
+    # One keyword each for 参保 (enrolment) and 参保证明 (the record): the closer phrasing decides, as in the bot.
+    for asked, best in (("参保证明去哪开", "social_security_query"), ("房子过户了水电燃气怎么改名", "utilities_payment")):
+        ranked = (await (await desk.get("/console/api/quick-replies", params={"q": asked})).json())["replies"]
+        assert ranked[0]["id"] == best
     guilin = (await (await desk.get("/console/api/quick-replies", params={"profile": "guilin"})).json())["replies"]
     assert guilin and any("桂林" in r["answer"] for r in guilin)
 
