@@ -128,7 +128,7 @@ def create_app(
     wechat = WeChatChannel(settings)  # reads the apps now: a bad configuration stops the start
     sms = SmsChannel(settings)
     channels: tuple[Channel, ...] = (web_channel, wechat, sms)
-    console = Console(settings.max_body_bytes, settings.trusted_proxies)
+    console = Console(settings.max_body_bytes, settings.trusted_proxies, settings.console_seen_s)
     if not settings.console_secret:
         log.warning("HOTLINE_CONSOLE_SECRET is not set: console logins last until this process restarts "
                     "and hold on this replica only")

@@ -58,7 +58,6 @@ CLOSED_TEXT = "人工客服已结束本次对话，感谢您的来电。如有�
 CLAIMED_TEXT = "人工客服已接入，请直接说明您的问题。"
 MAX_TEXT = 2000
 FANOUT = "hotline:console"  # Redis pub/sub channel: console frames to the replicas holding the agents' sockets
-SOCKET_SEEN_S = 30.0  # an open console socket keeps its agent online (agents.ONLINE_WITHIN is 90 s)
 QUEUE_CHANGED = {"type": "queue"}  # the page reads GET /console/api/queue again
 
 
@@ -70,8 +69,9 @@ def session_key(secret: str) -> bytes:
 class Console(DeskActions):
     """Routes and the in-process fan-out of citizen messages to the agents' open consoles."""
 
-    def __init__(self, max_body: int, trusted_proxies: str = "") -> None:
-        self.max_body = max_body
+    def __init__(self, max_body: int, trusted_proxies: str = "", seen_s: float = 30.0) -> None:
+        """`seen_s`: how often an open socket marks its agent online (agents.ONLINE_WITHIN is 90 s)."""
+        self.max_body, self.seen_s = max_body, seen_s
         self._trusted = [ipaddress.ip_network(p.strip(), strict=False) for p in trusted_proxies.split(",") if p.strip()]
         self._waiting: Waiting | None = None
         self._metrics = Metrics()
@@ -406,7 +406,7 @@ class Console(DeskActions):
         try:
             while True:
                 try:
-                    frame = await ws.receive(timeout=SOCKET_SEEN_S)
+                    frame = await ws.receive(timeout=self.seen_s)
                 except TimeoutError:  # the page no longer polls: the open socket says the agent is here
                     current = await agents.get(self.sessions, agent.id)
                     if current is None:  # disabled meanwhile
