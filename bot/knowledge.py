@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from bot.facts import normalize
-from common.text import similarity
+from common.text import knowledge_match
 
 MIN_SIMILARITY = 0.22
 
@@ -46,10 +46,9 @@ def best_answer(text: str, path: Path | None) -> tuple[Entry, float] | None:
     text = normalize(text)
     best: tuple[Entry, float] | None = None
     for entry in load(path):
-        hits = sum(1 for k in entry.keywords if k in text)
+        hits, score = knowledge_match(text, entry.keywords, (entry.question, *entry.patterns))
         if not hits:
             continue
-        score = max(similarity(text, p) for p in (entry.question, *entry.patterns)) + 0.05 * (hits - 1)
         if score >= MIN_SIMILARITY and (best is None or score > best[1]):
             best = (entry, score)
     return best

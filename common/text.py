@@ -37,3 +37,14 @@ def similarity(a: str, b: str) -> float:
     """Dice coefficient of character bigrams: robust to word segmentation and to typos."""
     x, y = _bigrams(a), _bigrams(b)
     return 2 * len(x & y) / (len(x) + len(y)) if x and y else 0.0
+
+
+KEYWORD_BONUS = 0.05  # per keyword beyond the first
+
+
+def knowledge_match(text: str, keywords: tuple[str, ...], phrasings: tuple[str, ...]) -> tuple[int, float]:
+    """How well a question fits a knowledge-base entry: (its keywords found in the text, the best
+    similarity to one of its phrasings plus a little per extra keyword). The bot's answer and the
+    console's quick replies rank with it."""
+    hits = sum(1 for k in keywords if k in text)
+    return hits, max((similarity(text, p) for p in phrasings), default=0.0) + KEYWORD_BONUS * max(0, hits - 1)

@@ -131,7 +131,7 @@ def create_app(
     app[METRICS] = metrics = Metrics()
     web_channel, wechat, sms = make_channels(settings)
     channels: tuple[Channel, ...] = (web_channel, wechat, sms)
-    console = Console(settings.max_body_bytes, settings.trusted_proxies)
+    console = Console(settings.max_body_bytes, settings.trusted_proxies, settings.console_seen_s)
     if not settings.console_secret:
         log.warning("HOTLINE_CONSOLE_SECRET is not set: console logins last until this process restarts "
                     "and hold on this replica only")
@@ -160,7 +160,8 @@ def create_app(
             clock=clock,
         )
         app[ROUTER] = router
-        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake, router.waiting, metrics)
+        console.start(sessions, router.bot, router.notify, router.outbox_channels, worker.wake, router.waiting, metrics,
+                      wechat.allowance)
         router.to_agent = console.citizen_wrote
         await console.fan_out_through(settings.redis_url)
         answering = Answering(router, settings.answer_concurrency)

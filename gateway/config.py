@@ -86,6 +86,7 @@ class Settings:
     # Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For the console's
     # login lockout believes; from anyone else the header is ignored (it could be forged).
     trusted_proxies: str = ""
+    console_seen_s: float = 30.0  # an open console socket marks its agent online this often (the page no longer polls)
 
     def insecure_reason(self) -> str | None:
         """Why this gateway must not start as configured, in one line; None when it may. Bound to a

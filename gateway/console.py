@@ -1,6 +1,7 @@
 """The agents' console: login, the queue, claiming a conversation, talking to the citizen, handing it back.
 
-GET  /console/ (page; redirects to /console/login without a session) · GET /console/ws (live citizen messages)
+GET  /console/ (page; redirects to /console/login without a session)
+GET  /console/ws (live: citizen messages for the holder, {"type": "queue"} to everyone when the queue changes)
 POST /console/api/login {"name","password"} → {"name","role","csrf"} (401 wrong, 429 locked out)
 GET  /console/api/me · GET /console/api/queue · GET /console/api/conversations/{id} (audited read)
 POST /console/api/conversations/{id}/claim (200 also when already yours; 409 "已被…接入") · …/messages {"text"}
@@ -21,6 +22,7 @@ import json
 import logging
 import secrets
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +47,18 @@ from handoff.agents import Agent
 from profiles import available as available_profiles
 from storage.base import utcnow
 from storage.conversations import Conversation, Message
-from storage.outbox import enqueue
+from storage.outbox import Allowance, enqueue
 
 log = logging.getLogger(__name__)
+AllowanceOf = Callable[[str, str], Awaitable[Allowance | None]]  # (channel, sender id) → what is left
 STATIC = Path(__file__).resolve().parent / "console_static"
 COOKIE = "hotline_console"
 RELEASED_TEXT = "人工客服已结束本次服务，智能客服继续为您服务。"
 CLOSED_TEXT = "人工客服已结束本次对话，感谢您的来电。如有新的问题，请直接留言。"
 CLAIMED_TEXT = "人工客服已接入，请直接说明您的问题。"
 MAX_TEXT = 2000
-FANOUT = "hotline:console"  # Redis pub/sub channel: citizen messages to the replica holding the agent's socket
+FANOUT = "hotline:console"  # Redis pub/sub channel: console frames to the replicas holding the agents' sockets
+QUEUE_CHANGED = {"type": "queue"}  # the page reads GET /console/api/queue again
 
 
 def session_key(secret: str) -> bytes:
@@ -65,8 +69,9 @@ def session_key(secret: str) -> bytes:
 class Console(DeskActions):
     """Routes and the in-process fan-out of citizen messages to the agents' open consoles."""
 
-    def __init__(self, max_body: int, trusted_proxies: str = "") -> None:
-        self.max_body = max_body
+    def __init__(self, max_body: int, trusted_proxies: str = "", seen_s: float = 30.0) -> None:
+        """`seen_s`: how often an open socket marks its agent online (agents.ONLINE_WITHIN is 90 s)."""
+        self.max_body, self.seen_s = max_body, seen_s
         self._trusted = [ipaddress.ip_network(p.strip(), strict=False) for p in trusted_proxies.split(",") if p.strip()]
         self._waiting: Waiting | None = None
         self._metrics = Metrics()
@@ -78,13 +83,17 @@ class Console(DeskActions):
         self._sockets: dict[int, weakref.WeakSet[web.WebSocketResponse]] = {}
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._allowance_of: AllowanceOf | None = None
 
     def start(self, sessions: async_sessionmaker[AsyncSession], bot: RasaClient, notify: Notify,
-              outbox_channels: set[str], wake: Any, waiting: Waiting, metrics: Metrics) -> None:
+              outbox_channels: set[str], wake: Any, waiting: Waiting, metrics: Metrics,
+              allowance: AllowanceOf | None = None) -> None:
+        """`allowance`: what a provider will still take for a citizen (WeChat's quota), from the app."""
         self._sessions, self._bot, self._notify = sessions, bot, notify
+        self._allowance_of = allowance
         self._outbox_channels, self._wake = outbox_channels, wake
         self._waiting, self._metrics = waiting, metrics
-        waiting.say = self.say_as_hotline
+        waiting.say, waiting.changed = self.say_as_hotline, self.queue_changed
 
     async def fan_out_through(self, redis_url: str | None) -> None:
         """With Redis, a citizen's message taken in by one replica reaches the agent's console on any
@@ -113,15 +122,34 @@ class Console(DeskActions):
                         push = data["push"]
                         await self._push_here(push["channel"], push["sender_id"], push["text"], int(push["message_id"]))
                     else:
-                        await self._deliver(int(data["agent_id"]), data["frame"])
+                        agent_id = data["agent_id"]
+                        await self._deliver(None if agent_id is None else int(agent_id), data["frame"])
             except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
                 log.warning("console fan-out: %s; listening again", type(exc).__name__)
                 await asyncio.sleep(1)
 
-    async def _deliver(self, agent_id: int, frame: dict[str, Any]) -> None:
-        for ws in list(self._sockets.get(agent_id, ())):
+    async def _deliver(self, agent_id: int | None, frame: dict[str, Any]) -> None:
+        """To one agent's open sockets on this replica, or (None) to every agent's."""
+        targets = [self._sockets.get(agent_id, ())] if agent_id is not None else list(self._sockets.values())
+        for ws in [ws for group in targets for ws in list(group)]:
             if not ws.closed:
-                await ws.send_json(frame)
+                with contextlib.suppress(ConnectionError, RuntimeError):  # a socket closing meanwhile
+                    await ws.send_json(frame)
+
+    async def _publish(self, agent_id: int | None, frame: dict[str, Any]) -> None:
+        """A frame for the agent's (None: every agent's) consoles on whichever replica holds them."""
+        if self._redis is None:
+            await self._deliver(agent_id, frame)
+            return
+        try:
+            await self._redis.publish(FANOUT, json.dumps({"agent_id": agent_id, "frame": frame}))
+        except (aioredis.RedisError, OSError) as exc:  # live delivery only: the page re-reads on reconnect
+            log.warning("console fan-out failed: %s", type(exc).__name__)
+
+    async def queue_changed(self) -> None:
+        """A conversation joined or left the queue (or changed hands): every console re-reads it at
+        once, instead of polling."""
+        await self._publish(None, QUEUE_CHANGED)
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -157,13 +185,7 @@ class Console(DeskActions):
         """The router's hook: a message in a conversation a person holds goes to that person's console."""
         frame = {"type": "message", "conversation_id": conv.id, "author": "citizen", "text": inbound.text,
                  "at": inbound.created_at.isoformat() if inbound.created_at else utcnow().isoformat()}
-        if self._redis is None:
-            await self._deliver(conv.agent_id or 0, frame)
-            return
-        try:
-            await self._redis.publish(FANOUT, json.dumps({"agent_id": conv.agent_id or 0, "frame": frame}))
-        except (aioredis.RedisError, OSError) as exc:  # the message is stored; the console reads it on refresh
-            log.warning("conversation %s: console fan-out failed: %s", conv.id, type(exc).__name__)
+        await self._publish(conv.agent_id or 0, frame)  # stored already: the console reads it on refresh
 
     async def say_as_hotline(self, conv: Conversation, text: str) -> None:
         """A notice outside any turn (the queue sweep's callback order)."""
@@ -312,6 +334,7 @@ class Console(DeskActions):
                 return json_error(409, f"已被{outcome.holder}接入")
             return json_error(409, "该对话不在等待队列中")
         if outcome.state is None:  # newly won, not already held: pause the bot and greet the citizen
+            await self.queue_changed()
             if outcome.waited_s is not None:
                 self._metrics.wait_seconds.observe(outcome.waited_s)
             conv = await agents.held(self.sessions, agent, conv_id)
@@ -332,7 +355,25 @@ class Console(DeskActions):
         async with self.sessions() as session:
             agents.audit(session, agent, "message", conversation_id=conv.id)
             await session.commit()
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "allowance": await self._allowance(conv)})
+
+    async def allowance(self, request: web.Request) -> web.Response:
+        """What the provider still takes for this citizen (null: no such limit)."""
+        await self._agent(request)
+        async with self.sessions() as session:
+            conv = await session.get(Conversation, self._conversation_id(request))
+        if conv is None:
+            return json_error(404, "no such conversation")
+        return web.json_response({"allowance": await self._allowance(conv)})
+
+    async def _allowance(self, conv: Conversation) -> dict[str, Any] | None:
+        """WeChat's customer-service quota left, and what becomes of a message beyond it: the
+        profile's fallback (`sms` to the order's phone, `marker`: shown when the citizen next writes)."""
+        left = await self._allowance_of(conv.channel, conv.sender_id) if self._allowance_of else None
+        if left is None:
+            return None
+        return {"left": left.left, "until": left.until.isoformat() if left.until else None,
+                "after": list(self.waiting.profile_of(conv).undeliverable_fallback)}
 
     async def _finish(self, request: web.Request, action: str, text: str) -> web.Response:
         agent = await self._agent(request, write=True)
@@ -341,6 +382,7 @@ class Console(DeskActions):
             return json_error(409, "您未接入该对话")
         if handled_s is not None:
             self._metrics.handle_seconds.observe(handled_s)
+        await self.queue_changed()
         await self._tell_bot(conv, "resume")
         await self._say(conv, text, {"author": "agent", "agent": agent.name})
         return web.json_response({"ok": True})
@@ -362,8 +404,17 @@ class Console(DeskActions):
         await ws.prepare(request)
         self._sockets.setdefault(agent.id, weakref.WeakSet()).add(ws)
         try:
-            async for frame in ws:
-                if frame.type == WSMsgType.ERROR:
+            while True:
+                try:
+                    frame = await ws.receive(timeout=self.seen_s)
+                except TimeoutError:  # the page no longer polls: the open socket says the agent is here
+                    current = await agents.get(self.sessions, agent.id)
+                    if current is None:  # disabled meanwhile
+                        await ws.close()
+                        break
+                    await agents.seen(self.sessions, current, self.waiting.clock())
+                    continue
+                if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
         finally:
             self._sockets.get(agent.id, weakref.WeakSet()).discard(ws)
@@ -386,6 +437,7 @@ class Console(DeskActions):
         app.router.add_get("/console/api/me", self.me)
         app.router.add_get("/console/api/queue", self.queue)
         app.router.add_get("/console/api/conversations/{id}", self.conversation)
+        app.router.add_get("/console/api/conversations/{id}/allowance", self.allowance)
         app.router.add_get("/console/api/quick-replies", self.quick_replies)
         app.router.add_get("/console/api/supervisor", self.stats)
         app.router.add_get("/console/echarts.min.js", self.echarts)

@@ -11,6 +11,7 @@ import yaml
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.text import knowledge_match, normalize
 from gateway import supervisor
 from gateway.bot_client import RasaClient, bot_sender
 from gateway.http import json_error
@@ -41,6 +42,7 @@ class DeskActions:
     async def _json(self, request: web.Request) -> dict[str, Any]: ...
     def _conversation_id(self, request: web.Request) -> int: ...
     async def _say(self, conv: Conversation, text: str, author: dict[str, Any]) -> None: ...
+    async def queue_changed(self) -> None: ...
 
     async def transfer(self, request: web.Request) -> web.Response:
         """To another agent (by name) or back to the queue ("queue"); only by the one who holds it."""
@@ -51,6 +53,7 @@ class DeskActions:
         conv = await agents.transfer(self.sessions, agent, self._conversation_id(request), to.strip(), self.waiting.clock())
         if isinstance(conv, str):
             return json_error(409, conv)
+        await self.queue_changed()
         if conv.state == "waiting":
             await self._say(conv, await self.waiting.place_text(conv), {"author": "bot"})
         else:
@@ -110,11 +113,17 @@ class DeskActions:
 
     async def quick_replies(self, request: web.Request) -> web.Response:
         """Answers from the profile's knowledge base (枝江 第十六条: the knowledge base first), best
-        match for ?q= first."""
+        match for ?q= first: ranked as the bot picks its answer (a keyword, then the closest phrasing),
+        the entries without a keyword after, by phrasing alone."""
         await self._agent(request)
-        query = request.query.get("q", "")
+        query = normalize(request.query.get("q", ""))
         entries = _knowledge(self._profile(request))
-        scored = sorted(entries, key=lambda e: -sum(k in query for k in e["keywords"])) if query else entries
+
+        def fit(e: dict[str, Any]) -> tuple[bool, float]:
+            hits, score = knowledge_match(query, e["keywords"], e["phrasings"])
+            return hits > 0, score
+
+        scored = sorted(entries, key=fit, reverse=True) if query else entries
         return web.json_response({"replies": [{k: e[k] for k in ("id", "question", "answer")} for e in scored[:20]]})
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -147,4 +156,5 @@ def _knowledge(profile: Profile) -> list[dict[str, Any]]:
 def _read_knowledge(path: str) -> list[dict[str, Any]]:
     entries = yaml.safe_load(Path(path).read_text(encoding="utf-8")).get("entries") or []
     return [{"id": e["id"], "question": e["question"], "answer": citizen_text(str(e["answer"])),
-             "keywords": tuple(str(k) for k in e.get("keywords") or ())} for e in entries]
+             "keywords": tuple(str(k) for k in e.get("keywords") or ()),
+             "phrasings": (str(e["question"]), *(str(p) for p in e.get("patterns") or ()))} for e in entries]

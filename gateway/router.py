@@ -635,6 +635,8 @@ class Router:
             await session.commit()
         if done.rowcount == 1:
             conv.state, conv.waiting_since = new, since
+            if "waiting" in (current, new):  # joined the queue or left it ("取消")
+                await self.waiting.queue_changed()
             return True
         async with self.sessions() as session:  # someone else changed it: read who holds it now
             row = (await session.execute(select(Conversation.state, Conversation.agent_id)

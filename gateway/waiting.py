@@ -95,6 +95,12 @@ class Waiting:
         self.profile_of, self.clock, self.metrics = profile_of, clock, metrics
         # Given by the app: says something to a citizen outside a turn (the sweep's callback notice).
         self.say: Callable[[Conversation, str], Awaitable[None]] | None = None
+        # Given by the app: tells the agents' consoles that the queue changed (live, on every replica).
+        self.changed: Callable[[], Awaitable[None]] | None = None
+
+    async def queue_changed(self) -> None:
+        if self.changed is not None:
+            await self.changed()
 
     async def closed_reason(self, profile: Profile, now: dt.datetime) -> str | None:
         """Why no person can take a chat now (hours, nobody online), or None."""
@@ -148,6 +154,7 @@ class Waiting:
         if done.rowcount != 1:
             return None
         conv.state, conv.waiting_since = "bot", None
+        await self.queue_changed()
         now = self.clock()
         if since is not None:
             self.metrics.wait_seconds.observe(max(0.0, (now - since).total_seconds()))

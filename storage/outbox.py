@@ -57,6 +57,15 @@ class SendResult:
     retry_after_s: float | None = None
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """How many more messages a provider will take for one recipient now, and until when (WeChat's
+    customer-service quota); what is sent beyond it is held for the fallback."""
+
+    left: int
+    until: dt.datetime | None
+
+
 def enqueue(
     session: Session | AsyncSession,
     *,

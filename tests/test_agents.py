@@ -194,6 +194,7 @@ async def test_an_agent_takes_a_chat_from_the_real_bot_and_hands_it_back(gateway
     headers = {"X-CSRF-Token": csrf}
     ws = await gateway.ws_connect("/console/ws")
     assert (await gateway.post(f"/console/api/conversations/{conv_id}/claim", headers=headers)).status == 200
+    assert await ws.receive_json(timeout=5) == {"type": "queue"}  # every console re-reads the queue
     async with sessions() as session:
         conv = await session.get(Conversation, conv_id)
     assert conv is not None and (await rasa_events(rasa_url, conv))[-1] == "pause"
@@ -243,6 +244,7 @@ async def test_a_citizen_message_reaches_the_console_on_another_replica_through_
         ws = await agent_side.ws_connect("/console/ws")
         claimed = await agent_side.post(f"/console/api/conversations/{conv_id}/claim", headers={"X-CSRF-Token": csrf})
         assert claimed.status == 200
+        assert await ws.receive_json(timeout=5) == {"type": "queue"}  # the claim took it out of the queue
         replies = await Chat(citizen_side, "redis-citizen").say("请问有人吗")
         assert Chat.text(replies) == "人工客服已接入，请直接说明您的问题。"  # the greeting, kept for the REST client
         frame = await ws.receive_json(timeout=5)
@@ -253,3 +255,33 @@ async def test_a_citizen_message_reaches_the_console_on_another_replica_through_
         async with router_of(citizen_side).sessions() as session:
             assert await session.scalar(select(Conversation.state).where(Conversation.id == conv_id)) == "with_agent"
         await ws.close()
+
+
+@pytest.mark.rasa
+async def test_the_queue_is_pushed_to_consoles_on_every_replica_through_redis(
+    tmp_path: Path, redis_url: str, rasa_url: str
+) -> None:
+    """A citizen asks the real bot for a person on replica A; an agent's console socket on replica B
+    is told at once (no polling), and a claim on B is told to a colleague's console on A."""
+    settings = settings_for(tmp_path, rasa_url, redis_url=redis_url, console_secret="shared-secret")
+    async with gateway_client(settings) as side_a, gateway_client(settings) as side_b:
+        for name in ("张伟", "李娜"):
+            await agents.add(router_of(side_a).sessions, name, PASSWORD, "agent")
+        csrf = await login(side_b, "张伟")
+        await login(side_a, "李娜")
+        ws_b = await side_b.ws_connect("/console/ws")
+        ws_a = await side_a.ws_connect("/console/ws")
+        await side_b.get("/console/api/me")  # both online: the citizen queues instead of a callback order
+        replies = await Chat(side_a, "queue-push").say("转人工")
+        assert "第1位" in Chat.text(replies)
+        assert await ws_b.receive_json(timeout=5) == {"type": "queue"}
+        assert await ws_a.receive_json(timeout=5) == {"type": "queue"}
+        waiting = (await (await side_b.get("/console/api/queue")).json())["waiting"]
+        assert [w["channel"] for w in waiting] == ["web"]
+        conv_id = waiting[0]["conversation_id"]
+        claimed = await side_b.post(f"/console/api/conversations/{conv_id}/claim", headers={"X-CSRF-Token": csrf})
+        assert claimed.status == 200
+        assert await ws_a.receive_json(timeout=5) == {"type": "queue"}
+        assert (await (await side_a.get("/console/api/queue")).json())["waiting"] == []
+        await ws_a.close()
+        await ws_b.close()

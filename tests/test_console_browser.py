@@ -69,14 +69,20 @@ async def chromium() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def console_login(browser: Browser, base: str, name: str) -> Page:
+async def console_login(browser: Browser, base: str, name: str, *, timers_paused: bool = False) -> Page:
+    """`timers_paused`: the page's clock stands still after login, so no poll can run (only what
+    the gateway pushes shows up) until the test calls `page.clock.resume()`."""
     page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+    if timers_paused:
+        await page.clock.install()
     await page.goto(f"{base}/console/")
     assert page.url.endswith("/console/login")  # no session: the login form
     await page.fill("#name", name)
     await page.fill("#password", PASSWORD)
     await page.get_by_role("button", name="登录").click()
     await expect(page.locator("#who")).to_contain_text(name)
+    if timers_paused:
+        await page.clock.pause_at(await page.evaluate("Date.now()") + 10)
     return page
 
 
@@ -142,7 +148,9 @@ async def test_an_agent_takes_a_web_chat_files_the_order_and_a_supervisor_looks_
     async with served(settings) as (app, base), chromium() as browser:
         for name, role in (("张伟", "agent"), ("王芳", "supervisor")):
             await agents.add(app[ROUTER].sessions, name, PASSWORD, role)
-        agent = await console_login(browser, base, "张伟")  # an agent is online: the citizen queues
+        # An agent is online: the citizen queues. The console's timers stand still: the queue row
+        # can only come from the gateway's push, not from a poll.
+        agent = await console_login(browser, base, "张伟", timers_paused=True)
         citizen = await Citizen.open(browser, base)
         await citizen.says("转人工")
         await expect(citizen.bots.last).to_contain_text("第1位", timeout=30_000)
@@ -150,6 +158,7 @@ async def test_an_agent_takes_a_web_chat_files_the_order_and_a_supervisor_looks_
 
         item = agent.locator("#waiting .item")
         await expect(item).to_contain_text("网页", timeout=10_000)
+        await agent.clock.resume()
         await item.get_by_role("button", name="接入").click()
         transcript = agent.locator("#transcript")
         await expect(transcript.locator(".msg.citizen").first).to_have_text("市民转人工")
@@ -210,7 +219,7 @@ async def test_two_agents_click_claim_at_once_on_two_replicas_over_postgresql(tm
     with database("postgresql", tmp_path) as url:
         one = settings_for(tmp_path, offline, database_url=url, console_secret="shared", port=free_port())
         two = settings_for(tmp_path, offline, database_url=url, console_secret="shared", port=free_port())
-        async with served(one) as (app, base_one), served(two) as (_, base_two), chromium() as browser:
+        async with served(one) as (app, base_one), served(two) as (app_two, base_two), chromium() as browser:
             for name in ("张伟", "李娜"):
                 await agents.add(app[ROUTER].sessions, name, PASSWORD, "agent")
             pages = [await console_login(browser, base_one, "张伟"), await console_login(browser, base_two, "李娜")]
@@ -221,6 +230,8 @@ async def test_two_agents_click_claim_at_once_on_two_replicas_over_postgresql(tm
                                         waiting_since=utcnow())
                     session.add(conv)
                     await session.commit()
+                for each in (app, app_two):  # put in the queue behind the gateways' backs: tell their consoles
+                    await each[ROUTER].waiting.queue_changed()
                 buttons = [p.locator(f'#waiting .item[data-conversation="{conv.id}"] button') for p in pages]
                 for button in buttons:
                     await expect(button).to_be_visible(timeout=10_000)

@@ -131,10 +131,31 @@ async def test_the_phone_is_masked_until_revealed_and_every_reveal_is_audited(de
     assert [tuple(r) for r in rows] == [("张伟", conv_id)]
 
 
+async def test_an_open_console_socket_keeps_its_agent_online_without_polling(tmp_path: Path, clock: Clock) -> None:
+    """The page no longer polls the queue: its socket alone says the agent is there."""
+    settings = settings_for(tmp_path, f"http://127.0.0.1:{free_port()}", console_secret="queue-test",
+                            console_seen_s=0.1)
+    async with gateway_client(settings, clock, background=False) as client:
+        await agents.add(router_of(client).sessions, "张伟", PASSWORD, "agent")
+        await login(client, "张伟")
+        ws = await client.ws_connect("/console/ws")
+        clock.now += dt.timedelta(minutes=5)  # far past agents.ONLINE_WITHIN since the login
+        for _ in range(50):
+            if (await agents.presence(router_of(client).sessions, clock())).online == ["张伟"]:
+                break
+            await asyncio.sleep(0.05)
+        assert (await agents.presence(router_of(client).sessions, clock())).online == ["张伟"]
+        await ws.close()
+
+
 async def test_quick_replies_come_from_the_profiles_knowledge_base(desk: TestClient) -> None:
     await login(desk, "张伟")
     replies = (await (await desk.get("/console/api/quick-replies", params={"q": "怎么查社保缴费记录"})).json())["replies"]
     assert replies[0]["id"] == "social_security_query" and "社保" in replies[0]["answer"]
+    # One keyword each for 参保 (enrolment) and 参保证明 (the record): the closer phrasing decides, as in the bot.
+    for asked, best in (("参保证明去哪开", "social_security_query"), ("房子过户了水电燃气怎么改名", "utilities_payment")):
+        ranked = (await (await desk.get("/console/api/quick-replies", params={"q": asked})).json())["replies"]
+        assert ranked[0]["id"] == best
     guilin = (await (await desk.get("/console/api/quick-replies", params={"profile": "guilin"})).json())["replies"]
     assert guilin and any("桂林" in r["answer"] for r in guilin)
 

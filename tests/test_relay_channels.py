@@ -140,3 +140,40 @@ async def test_an_agents_line_reaches_a_web_page_open_on_another_replica_through
         async with router_of(page_side).sessions() as session:
             statuses = set(await session.scalars(select(Message.status).where(Message.direction == "out")))
         assert statuses == {"delivered"}  # not kept for a later REST answer
+
+
+async def test_the_console_shows_what_is_left_of_wechats_quota_and_the_gateway_holds_the_sixth(
+    wechat_gw: TestClient, wechat_api: WeChatAPIServer
+) -> None:
+    """5 customer-service messages per citizen message: the console counts them down, and the sixth
+    is held for the profile's fallback without asking WeChat (which would answer 45047)."""
+    user = WeChatUser(wechat_gw, wechat_api, MINI)
+    wechat_api.user_wrote(MINI.appid, user.openid)  # an earlier chat, no longer stored here
+    headers, url = await agent_desk(wechat_gw, user.openid, "wechat:mini")
+    assert (await (await wechat_gw.get(f"{url}/allowance")).json()) == {"allowance": None}  # nothing to count from
+    await deliver(wechat_gw)  # the greeting went before the citizen wrote: it does not count
+    await user.push(user.fields("text", Content="我家门口的路灯不亮了"))
+    await settle(wechat_gw)
+    left = (await (await wechat_gw.get(f"{url}/allowance")).json())["allowance"]
+    assert (left["left"], left["after"]) == (5, ["sms", "marker"]) and left["until"]
+    for n in range(5):
+        sent = await wechat_gw.post(f"{url}/messages", json={"text": f"第{n + 1}条"}, headers=headers)
+        assert (await sent.json())["allowance"]["left"] == 4 - n
+        await deliver(wechat_gw)
+    assert wechat_api.to(user.openid)[-5:] == [f"第{n + 1}条" for n in range(5)]
+    attempts = wechat_api.send_attempts
+    sixth = await wechat_gw.post(f"{url}/messages", json={"text": "第6条"}, headers=headers)
+    assert (await sixth.json())["allowance"]["left"] == 0
+    await deliver(wechat_gw)
+    assert wechat_api.send_attempts == attempts  # WeChat was not asked
+    async with router_of(wechat_gw).sessions() as session:
+        held = await session.scalar(select(OutboxItem).order_by(OutboxItem.id.desc()).limit(1))
+    assert held is not None and held.status == "held" and "quota" in held.last_error
+    await user.push(user.fields("text", Content="好的"))  # a new citizen message: 5 again, the held one resent
+    for _ in range(100):
+        await deliver(wechat_gw)
+        if RESENT_PREFIX + "第6条" in wechat_api.to(user.openid):
+            break
+        await asyncio.sleep(0.05)
+    assert wechat_api.to(user.openid)[-1] == RESENT_PREFIX + "第6条"
+    assert (await (await wechat_gw.get(f"{url}/allowance")).json())["allowance"]["left"] == 4

@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from channels.wechat import window
 from channels.wechat.config import WeChatApp
 from channels.wechat.models import WeChatToken
 from common import buttons
@@ -191,12 +192,20 @@ class WeChatSender:
         http: aiohttp.ClientSession,
         api_base: str,
         undeliverable: Undeliverable,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
+        """`sessions`: to count the customer-service quota (window.py) before calling WeChat."""
         self.app, self.tokens, self.http, self.api_base = app, tokens, http, api_base
-        self.undeliverable = undeliverable
+        self.undeliverable, self.sessions = undeliverable, sessions
 
     async def send(self, item: OutboxItem) -> SendResult:
         text = render(item.body)
+        if self.sessions is not None:
+            left = await window.allowance(self.sessions, item.channel, item.recipient, utcnow(), in_flight=False)
+            if left is not None and left.left <= 0:  # WeChat would answer 45015 or 45047: do not ask
+                await self.undeliverable(item, text)
+                why = "outside the 48-hour window" if left.until is None else "5 messages since the citizen's last"
+                return SendResult("held", error=f"customer-service quota used ({why})")
         payload = {"touser": item.recipient, "msgtype": "text", "text": {"content": text}}
         try:
             token = await self.tokens.get()

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.base import ChannelContext, Intake
+from channels.wechat import window
 from channels.wechat.api import (
     AccessTokens,
     DbTokenStore,
@@ -43,8 +44,9 @@ from channels.wechat.protocol import Forbidden, PushError, check_url_signature, 
 from common.messages import NotKept, Reply
 from gateway.config import Settings
 from gateway.http import json_error, read_limited
+from storage.base import utcnow
 from storage.conversations import Conversation
-from storage.outbox import OutboxItem, Sender, enqueue
+from storage.outbox import Allowance, OutboxItem, Sender, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class WeChatChannel:
         for wechat_app in self.apps.values():
             tokens = AccessTokens(wechat_app, store, context.http, api_base, context.coordinator)
             self._senders[wechat_app.channel] = WeChatSender(wechat_app, tokens, context.http, api_base,
-                                                             undeliverable or _keep)
+                                                             undeliverable or _keep, context.sessions)
             self._senders[wechat_app.media_channel] = MediaFetcher(wechat_app, tokens, context.http, api_base,
                                                                    context.sessions)
 
@@ -99,6 +101,13 @@ class WeChatChannel:
 
     async def forget(self, session: AsyncSession, before: dt.datetime) -> dict[str, int]:
         return {}  # its one table holds the apps' access tokens, nothing of citizens
+
+    async def allowance(self, channel: str, openid: str) -> Allowance | None:
+        """What is left of the customer-service quota for this citizen (None: not a WeChat chat, or
+        nothing to count from)."""
+        if channel not in self.outbox_channels() or self._context is None:
+            return None
+        return await window.allowance(self._context.sessions, channel, openid, utcnow())
 
     async def push(self, channel: str, sender_id: str, replies: list[Reply]) -> bool:
         return False  # replies produced later go through the outbox
