@@ -32,7 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.web_latency import TURNS, Side, gateway_process, print_rss, rss_mb
+from bench.web_latency import NO_ADDRESS_LIMIT, TURNS, Side, gateway_process, print_rss, rss_mb
 from gateway import botproc
 from gateway.config import ROOT
 
@@ -123,7 +123,7 @@ def main() -> None:
 
             with start_cluster(gateways=1, rasa=args.rasa, actions=args.actions, logs=logs / "cluster",
                                tracker_store=args.tracker_store,
-                               HOTLINE_BOT_CONCURRENCY=str(args.bot_concurrency)) as cluster:
+                               HOTLINE_BOT_CONCURRENCY=str(args.bot_concurrency), **NO_ADDRESS_LIMIT) as cluster:
                 print(f"ours: {args.rasa} Rasa servers ({args.tracker_store} tracker store, RedisLockStore), "
                       f"{args.actions} action worker(s), one gateway on PostgreSQL\n" + HEADER, flush=True)
                 asyncio.run(compare(reference_url, f"{cluster.gateway_urls[0]}/webhooks/rest/webhook",
