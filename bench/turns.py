@@ -14,7 +14,8 @@ slow phase of a shared machine hits both alike; the ratio (ours ÷ the reference
   the reference: greet, complaint, thanks, goodbye).
 
 `--rasa N` runs ours as the production shape instead (gateway.cluster: N Rasa servers sharing
-a PostgreSQL tracker store and Rasa's RedisLockStore, one action server, the gateway on PostgreSQL).
+a PostgreSQL tracker store and Rasa's RedisLockStore, one action server with `--actions` worker
+processes, the gateway on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.web_latency import TURNS, Side, gateway_process, print_rss, rss_mb
+from bench.web_latency import NO_ADDRESS_LIMIT, TURNS, Side, gateway_process, print_rss, rss_mb
 from gateway import botproc
 from gateway.config import ROOT
 
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--tracker-store", choices=["postgresql", "redis"], default="postgresql",
                         help="Rasa's shared tracker store with --rasa")
     parser.add_argument("--bot-concurrency", type=int, default=4, help="HOTLINE_BOT_CONCURRENCY of the gateway, per Rasa")
+    parser.add_argument("--actions", type=int, default=1,
+                        help="action server worker processes with --rasa (one port: rasa_sdk's Sanic workers)")
     parser.add_argument("--rasa", type=int, default=0,
                         help="N Rasa servers in the production shape (gateway.cluster); 0: the default set-up")
     args = parser.parse_args()
@@ -118,10 +121,11 @@ def main() -> None:
         if args.rasa:
             from gateway.cluster import start_cluster
 
-            with start_cluster(gateways=1, rasa=args.rasa, logs=logs / "cluster", tracker_store=args.tracker_store,
-                               HOTLINE_BOT_CONCURRENCY=str(args.bot_concurrency)) as cluster:
-                print(f"ours: {args.rasa} Rasa servers ({args.tracker_store} tracker store, RedisLockStore), one action server, "
-                      "one gateway on PostgreSQL\n" + HEADER, flush=True)
+            with start_cluster(gateways=1, rasa=args.rasa, actions=args.actions, logs=logs / "cluster",
+                               tracker_store=args.tracker_store,
+                               HOTLINE_BOT_CONCURRENCY=str(args.bot_concurrency), **NO_ADDRESS_LIMIT) as cluster:
+                print(f"ours: {args.rasa} Rasa servers ({args.tracker_store} tracker store, RedisLockStore), "
+                      f"{args.actions} action worker(s), one gateway on PostgreSQL\n" + HEADER, flush=True)
                 asyncio.run(compare(reference_url, f"{cluster.gateway_urls[0]}/webhooks/rest/webhook",
                                     args.levels, args.conversations))
             return

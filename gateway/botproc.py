@@ -132,12 +132,20 @@ def write_cluster_endpoints(
     return path
 
 
-def start_action_server(port: int, log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """rasa_sdk's server, bound to loopback only (its default would be 0.0.0.0)."""
+def start_action_server(port: int, log_file: Path | None = None, workers: int = 1) -> subprocess.Popen[bytes]:
+    """rasa_sdk's server, bound to loopback only (its default would be 0.0.0.0).
+
+    `workers` > 1: rasa_sdk forks that many Sanic worker processes sharing the one port
+    (ACTION_SERVER_SANIC_WORKERS), since Rasa names a single action endpoint. The Popen
+    is their parent; stopping it stops them.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [str(bot_bin("python")), "-m", "rasa_sdk", "--actions", "bot.actions", "--port", str(port)],
-        cwd=ROOT, env=bot_env(SANIC_HOST="127.0.0.1"), stdout=out, stderr=subprocess.STDOUT if out else None,
+        cwd=ROOT, env=bot_env(SANIC_HOST="127.0.0.1", ACTION_SERVER_SANIC_WORKERS=str(workers)),
+        stdout=out, stderr=subprocess.STDOUT if out else None,
     )
 
 

@@ -183,7 +183,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     """The production shape on this machine, for rehearsals and the fault matrix (docs/reliability.md)."""
     from gateway import cluster
 
-    return cluster.main(args.gateways, args.rasa)
+    return cluster.main(args.gateways, args.rasa, args.actions)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster = sub.add_parser("cluster", help="gateway replicas, Rasa servers, redis and PostgreSQL on loopback")
     cluster.add_argument("--gateways", type=int, default=2)
     cluster.add_argument("--rasa", type=int, default=2)
+    cluster.add_argument("--actions", type=int, default=1,
+                         help="action server worker processes, all on one port (Rasa names one action endpoint)")
     cluster.set_defaults(func=cmd_cluster)
     train = sub.add_parser("train", help="train the bot model if the training data changed")
     train.add_argument("--force", action="store_true")

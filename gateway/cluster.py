@@ -180,9 +180,11 @@ def start_cluster(
     **gateway_settings: str,
 ) -> Iterator[Cluster]:
     """Start every part on loopback, wait until each answers, stop them all on exit.
+    `actions`: action server worker processes; Rasa names a single action_endpoint, so they share
+    one port (rasa_sdk's ACTION_SERVER_SANIC_WORKERS).
     `gateway_settings`: extra HOTLINE_* variables for the gateways (e.g. HOTLINE_RETRY_INTERVAL_S)."""
-    if actions != 1:
-        raise ValueError("one action server: Rasa's endpoints name a single action_endpoint")
+    if actions < 1:
+        raise ValueError(f"at least one action worker, got {actions}")
     logs = logs or ROOT / "var" / "cluster"
     logs.mkdir(parents=True, exist_ok=True)
     model = ensure_model()
@@ -196,7 +198,7 @@ def start_cluster(
             database_url = pg.create_database("hotline")
             action_port = free_port()
             action = Part("actions", action_port,
-                          lambda: start_action_server(action_port, logs / "actions.log"),
+                          lambda: start_action_server(action_port, logs / "actions.log", workers=actions),
                           lambda proc: wait_http(f"http://127.0.0.1:{action_port}/health", 120, proc))
             endpoints = write_cluster_endpoints(logs / "endpoints.yml", action_port, pg.port, "rasa", redis.port,
                                                 tracker_store)
@@ -230,13 +232,13 @@ def _rasa_part(name: str, model: Path, endpoints: Path, logs: Path, token: str) 
                 lambda proc: wait_http(f"http://127.0.0.1:{port}/", 300, proc))
 
 
-def main(gateways: int, rasa: int) -> int:
+def main(gateways: int, rasa: int, actions: int = 1) -> int:
     """`hotline cluster`: start the shape, print where each part listens, run until Ctrl-C."""
-    with start_cluster(gateways=gateways, rasa=rasa) as cluster:
+    with start_cluster(gateways=gateways, rasa=rasa, actions=actions) as cluster:
         print("\n".join([
             *(f"  gateway      {url}" for url in cluster.gateway_urls),
             *(f"  rasa         {url}" for url in cluster.rasa_urls),
-            f"  actions      http://127.0.0.1:{cluster.actions.port}",
+            f"  actions      http://127.0.0.1:{cluster.actions.port} ({actions} worker(s))",
             f"  redis        {cluster.redis.url}",
             f"  postgresql   {cluster.database_url} (Rasa's tracker: database rasa)",
             f"  API token    {cluster.api_token}   logs: {cluster.logs}",

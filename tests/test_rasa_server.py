@@ -55,3 +55,39 @@ def test_cheaper_check_of_action_answers_agrees_with_rasa() -> None:
     assert [rasa for rasa, _ in verdicts].count(True) == 7  # the valid ones above, by Rasa's own check
     for (rasa, ours), answer in zip(verdicts, ANSWERS, strict=True):
         assert rasa == ours, answer
+
+
+EVENTS_CHECK = """
+import json
+from rasa.shared.core.events import Event
+from rasa.shared.utils.common import all_subclasses
+from bot import rasa_server
+
+names = sorted({cls.type_name for cls in all_subclasses(Event)}) + ["topic", "no_such_event"]
+default = all_subclasses(Event)[0]
+
+def verdicts():
+    out = []
+    for name in names:
+        for args in ((name,), (name, default)):
+            try:
+                out.append(repr(Event.resolve_by_type(*args)))
+            except ValueError as error:
+                out.append("ValueError: " + str(error))
+    return out
+
+rasa = verdicts()
+rasa_server.install()
+print(json.dumps([len(names), rasa, verdicts(), Event.resolve_by_type.__module__]))
+"""
+
+
+def test_event_classes_by_table_resolve_as_rasa_does() -> None:
+    """Every event type name, "topic", an unknown name, with and without a default: Rasa's lookup
+    and the table give the same class, None or error."""
+    result = subprocess.run([str(bot_bin("python")), "-c", EVENTS_CHECK], cwd=ROOT,
+                            env=bot_env(), capture_output=True, text=True, timeout=300, check=True)
+    count, rasa, ours, resolver = json.loads(result.stdout.strip().splitlines()[-1])
+    assert resolver == "bot.rasa_server"  # the table is what Rasa now uses
+    assert count > 20 and "SlotSet" in " ".join(rasa) and "ValueError: Unknown event name 'no_such_event'." in rasa
+    assert ours == rasa

@@ -13,7 +13,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from gateway.botproc import BotSetupError, Part, Supervisor, free_port, start_action_server, wait_http
+from gateway.botproc import BotSetupError, Part, Supervisor, free_port, start_action_server, stop, wait_http
 from gateway.cluster import RedisServer
 from gateway.config import ROOT
 from tests.conftest import gateway_client, settings_for
@@ -45,6 +45,31 @@ def test_a_killed_action_server_is_started_again(tmp_path: Path) -> None:
         assert gave_up == []
     finally:
         actions.stop()
+
+
+def test_action_workers_each_answer_on_the_one_port(tmp_path: Path) -> None:
+    """`start_action_server(workers=2)`: two processes serve Rasa's one action endpoint. Each worker
+    alone (the other stopped with SIGSTOP) must answer with our actions loaded."""
+    port = free_port()
+    proc = start_action_server(port, tmp_path / "actions.log", workers=2)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 120, proc)
+        workers = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(workers) == 2
+        for alone in workers:
+            others = [pid for pid in workers if pid != alone]
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/actions", timeout=10) as resp:  # noqa: S310
+                    names = {a["name"] for a in json.load(resp)}
+                assert "action_start_intake" in names, alone
+            finally:
+                for pid in others:
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        stop(proc)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)  # stopping the parent stops its workers
 
 
 def test_a_part_that_keeps_dying_makes_the_supervisor_give_up_once() -> None:
