@@ -16,6 +16,12 @@ Rasa finds the class of every event it reads (from the action server, from the t
 listing all Event subclasses anew (`Event.resolve_by_type`): 0.027 ms each, some 8 % of Rasa's CPU on
 first turns. Here the first listing is kept as a table; a name not in it goes to Rasa's own lookup,
 so a subclass imported later, "topic", a default and the error for an unknown name are as before.
+
+One behaviour is changed on purpose: when the tracker store cannot be read (PostgreSQL restarting),
+Rasa's FailSafeTrackerStore answers from an empty tracker, so a citizen halfway through the form was
+answered as a new conversation and got no work order (tests/test_faults.py, PostgreSQL restarted).
+Here the read fails instead: Rasa's REST channel then answers nothing, which the gateway takes as
+"bot unavailable", keeps the message and asks again once the store is back.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from rasa.__main__ import main as rasa_main
 from rasa.core.actions.action import RemoteAction
+from rasa.core.tracker_store import FailSafeTrackerStore
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.events import Event
+from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.utils.common import all_subclasses
 from rasa.utils.endpoints import DEFAULT_REQUEST_TIMEOUT, EndpointConfig
 
@@ -117,10 +125,16 @@ def pooled_session(self: EndpointConfig) -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT))
 
 
+async def retrieve_or_fail(self: FailSafeTrackerStore, sender_id: str) -> DialogueStateTracker | None:
+    """FailSafeTrackerStore.retrieve without its fallback to an empty conversation."""
+    return await self._tracker_store.retrieve(sender_id)
+
+
 def install() -> None:
     RemoteAction._validate_action_result = validate_action_result  # type: ignore[method-assign]
     EndpointConfig.session = pooled_session  # type: ignore[method-assign]
     Event.resolve_by_type = staticmethod(resolve_by_type)  # type: ignore[method-assign,assignment]
+    FailSafeTrackerStore.retrieve = retrieve_or_fail  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":  # python -m bot.rasa_server run --enable-api -m ...
