@@ -149,19 +149,25 @@ def start_action_server(port: int, log_file: Path | None = None, workers: int = 
     )
 
 
+def rasa_command(model: Path, port: int, endpoints: Path, auth_token: str = "") -> list[str]:
+    """`rasa run` through bot/rasa_server.py (Rasa's CLI with its per-turn costs cut). The token is
+    passed as `--auth-token=…`: a random token may begin with "-", which argparse would take for an
+    option and refuse to start."""
+    return [
+        str(bot_bin("python")), "-m", "bot.rasa_server", "run", "--enable-api", "-m", str(model),
+        "-i", "127.0.0.1", "-p", str(port),
+        "--endpoints", str(endpoints), "--credentials", "bot/credentials.yml",
+        *([f"--auth-token={auth_token}"] if auth_token else []),
+    ]
+
+
 def start_rasa_server(
     model: Path, port: int, endpoints: Path, log_file: Path | None = None, auth_token: str = ""
 ) -> subprocess.Popen[bytes]:
     """`auth_token`: Rasa's HTTP API (trackers, parse) then answers only calls that carry it."""
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [
-            # Rasa's CLI with one fix for its cost per action call (bot/rasa_server.py).
-            str(bot_bin("python")), "-m", "bot.rasa_server", "run", "--enable-api", "-m", str(model),
-            "-i", "127.0.0.1", "-p", str(port),
-            "--endpoints", str(endpoints), "--credentials", "bot/credentials.yml",
-            *(["--auth-token", auth_token] if auth_token else []),
-        ],
+        rasa_command(model, port, endpoints, auth_token),
         cwd=ROOT, env=bot_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
     )
 

@@ -124,3 +124,26 @@ def test_an_unreadable_tracker_store_fails_the_turn_instead_of_starting_afresh()
     out = subprocess.run([str(bot_bin("python")), "-c", FAILING_STORE], cwd=ROOT, env=bot_env(),
                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
     assert out == ["empty", "failed"], out
+
+
+PARSE_ARGS = """
+import json, sys
+from rasa.__main__ import create_argument_parser
+args = create_argument_parser().parse_args(json.loads(sys.stdin.read()))
+print(args.auth_token)
+"""
+
+
+def test_a_token_beginning_with_a_dash_reaches_rasa() -> None:
+    """Rasa's own parser reads our command line: token_urlsafe gives a token beginning with "-" one
+    time in 64, and as a separate argument Rasa refused to start (a CI run's cluster did)."""
+    from pathlib import Path
+
+    from gateway.botproc import rasa_command
+
+    token = "-Kx3_secret-token"
+    argv = rasa_command(Path("models/m.tar.gz"), 5005, Path("endpoints.yml"), token)
+    rasa_args = argv[argv.index("bot.rasa_server") + 1:]
+    out = subprocess.run([str(bot_bin("python")), "-c", PARSE_ARGS], input=json.dumps(rasa_args), cwd=ROOT,
+                         env=bot_env(), capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip().splitlines()[-1] == token
