@@ -38,7 +38,7 @@ from common.messages import Reply
 from common.text import mask_phone
 from gateway.bot_client import BotUnavailable, RasaClient, bot_sender
 from gateway.console_desk import FACT_SLOTS, DeskActions
-from gateway.http import json_error, read_limited
+from gateway.http import json_error, load_json, read_limited
 from gateway.metrics import Metrics
 from gateway.router import Notify
 from gateway.waiting import Waiting, contact_phone
@@ -246,8 +246,8 @@ class Console(DeskActions):
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
-            data = json.loads(await read_limited(request, self.max_body))
-        except ValueError as exc:
+            data = load_json(await read_limited(request, self.max_body))
+        except ValueError as exc:  # BadJson too: deep nesting, lone surrogates
             raise web.HTTPBadRequest(text='{"error": "body must be JSON"}', content_type="application/json") from exc
         if not isinstance(data, dict):
             raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}', content_type="application/json")

@@ -109,6 +109,15 @@ async def test_the_console_needs_a_login_and_a_csrf_token(console: TestClient) -
         "account_added", "login", "claim", "account_disabled"]
 
 
+async def test_console_bodies_too_deep_or_not_text_are_refused(console: TestClient) -> None:
+    """The console reads JSON with the gateway's one loader: 30,000-deep nesting (a RecursionError, so
+    500) and a lone surrogate (not storable text) are the sender's error."""
+    headers = {"Content-Type": "application/json"}
+    deep = await console.post("/console/api/login", data="[" * 30000 + "]" * 30000, headers=headers)
+    surrogate = await console.post("/console/api/login", data='{"name": "\\ud800", "password": "x"}', headers=headers)
+    assert (deep.status, surrogate.status) == (400, 400)
+
+
 async def test_failed_logins_lock_the_name_out(console: TestClient) -> None:
     for _ in range(agents.LOCKOUT_FAILURES):
         resp = await console.post("/console/api/login", json={"name": "张伟", "password": "wrong password"})
